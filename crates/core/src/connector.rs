@@ -1,0 +1,128 @@
+//! The traits every engine implements. The engine knows databases only through them.
+//!
+//! A [`Connector`] is built from a URL without I/O and hands out connections: a
+//! [`Reader`] for the source side and a [`Writer`] for the target side. Each worker
+//! holds its own connections; none of these objects is shared between tasks.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::convert::Limits;
+use crate::error::Result;
+use crate::scan::{KeyRange, Row, ScanSpec};
+use crate::schema::{ColumnType, Engine, TableSchema};
+use crate::value::Value;
+
+/// A database URL that may hold a password. `Debug` and `Display` redact it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> SecretUrl {
+        SecretUrl(url.into())
+    }
+
+    /// The URL with its password, for the driver only. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretUrl({})", crate::error::redact_url(&self.0))
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::error::redact_url(&self.0))
+    }
+}
+
+/// One database, as configured by a URL. Creating it does no I/O.
+#[async_trait]
+pub trait Connector: Send + Sync + fmt::Debug {
+    fn engine(&self) -> Engine;
+
+    /// What the engine can hold beyond its column types (see [`Limits`]).
+    fn limits(&self) -> Limits;
+
+    /// The native column type this engine uses for a portable type when it creates a
+    /// table (the type mapping `plan` prints; `docs/type-mapping.md`).
+    fn native_type(&self, ty: &ColumnType) -> String;
+
+    /// Opens a connection for reading.
+    async fn reader(&self) -> Result<Box<dyn Reader>>;
+
+    /// Opens a connection for writing.
+    async fn writer(&self) -> Result<Box<dyn Writer>>;
+}
+
+/// Reads a source: catalog, sizes, key boundaries and consistent key-range scans.
+///
+/// Contract: every method is read-only. `scan` returns the rows whose key lies in the
+/// range, ordered by key, with the columns of `ScanSpec::select` in order, decoded
+/// according to each item's source type. A value the reader cannot decode is an
+/// error naming the column (the engine adds table and key).
+#[async_trait]
+pub trait Reader: Send {
+    /// Base tables of the connection's schema, sorted by name.
+    async fn list_tables(&mut self) -> Result<Vec<String>>;
+
+    /// The table's columns and primary key, or `None` if it does not exist.
+    async fn describe(&mut self, table: &str) -> Result<Option<TableSchema>>;
+
+    /// The types of SQL expressions evaluated over `table` (computed columns).
+    async fn describe_exprs(&mut self, table: &str, exprs: &[String]) -> Result<Vec<ColumnType>>;
+
+    /// The engine's estimate of the table's row count (cheap, may be stale).
+    async fn estimate_rows(&mut self, table: &str) -> Result<u64>;
+
+    /// Walks the key index: the key of the `step`-th row after `after` (in key
+    /// order, within the scan's filter and partition), or `None` if fewer than
+    /// `step` rows remain. Chunk boundaries are built from it.
+    async fn key_after(
+        &mut self,
+        scan: &ScanSpec,
+        after: Option<&[Value]>,
+        step: u64,
+    ) -> Result<Option<Vec<Value>>>;
+
+    /// Distinct values of `column` (of source type `ty`) with their row counts,
+    /// within `filter`, smallest count first.
+    async fn partitions(
+        &mut self,
+        table: &str,
+        column: &str,
+        ty: &ColumnType,
+        filter: Option<&str>,
+    ) -> Result<Vec<(Value, u64)>>;
+
+    /// The rows whose key lies in `range`, ordered by key.
+    async fn scan(&mut self, scan: &ScanSpec, range: &KeyRange) -> Result<Vec<Row>>;
+}
+
+/// Writes a target.
+///
+/// Contract: `upsert` is atomic (one transaction: all rows or none) and idempotent:
+/// writing the same rows twice leaves each key once, with the values of the last
+/// write. Rows are in the column order of the `TableSchema` given, whose
+/// `primary_key` names the conflict key. Values have already been fitted to the
+/// target's column types by the engine ([`crate::convert::fit`]); the engine's own
+/// strict checks (MariaDB strict mode, PostgreSQL types) are a second line, never
+/// the only one.
+#[async_trait]
+pub trait Writer: Send {
+    /// The table's columns and primary key, or `None` if it does not exist.
+    async fn describe(&mut self, table: &str) -> Result<Option<TableSchema>>;
+
+    /// Creates the table with each column's native type ([`Connector::native_type`])
+    /// and the primary key. Fails if it exists.
+    async fn create_table(&mut self, schema: &TableSchema) -> Result<()>;
+
+    /// Inserts the rows, replacing rows with the same key, in one transaction.
+    /// Returns the number of rows written.
+    async fn upsert(&mut self, table: &TableSchema, rows: &[Row]) -> Result<u64>;
+}
