@@ -1,1 +1,345 @@
-fn main() {}
+//! The `pontoon` command: argument parsing, progress display and output formats.
+//! All migration logic lives in `pontoon-engine`.
+//!
+//! Exit codes (DESIGN.md "Contracts"): 0 success, 1 failed, 2 bad usage or bad job
+//! file, 3 verification found differences. `--json` prints one JSON object as the
+//! last line of stdout.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Parser, Subcommand};
+use pontoon_engine::copy::{CopyContext, CopyReport, copy};
+use pontoon_engine::core::{Connector, Error, ErrorKind};
+use pontoon_engine::job::Job;
+use pontoon_engine::plan::{Plan, plan};
+use pontoon_engine::progress::Progress;
+use pontoon_engine::retry::RetryPolicy;
+use pontoon_engine::state::StateStore;
+use pontoon_engine::{connect, demo, status};
+use serde_json::json;
+
+mod display;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pontoon",
+    version,
+    about = "Move a live system's data from an old database to a new one"
+)]
+struct Cli {
+    /// Print one JSON object on the last line of stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// More log output on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate the job file, introspect both sides and print what would be done. Writes nothing.
+    Plan { job: PathBuf },
+    /// Copy every selected table (resumable: run again after an interruption).
+    Copy {
+        job: PathBuf,
+        /// Override `[copy] workers`.
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Show what has been copied, per table and per partition.
+    Status { job: PathBuf },
+    /// Build a sample shop on embedded SQLite and migrate it (no server needed).
+    Demo {
+        /// Where the demo databases go.
+        #[arg(long, default_value = "pontoon-demo")]
+        dir: PathBuf,
+        /// Size of the shop relative to the default (about a million rows).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+    },
+}
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let code = if e.kind() == ErrorKind::Config { 2 } else { 1 };
+        Failure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    init_logs(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn init_logs(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PONTOON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<u8, Failure> {
+    match cli.command {
+        Command::Plan { job } => cmd_plan(&job, cli.json).await,
+        Command::Copy { job, workers } => cmd_copy(&job, workers, cli.json).await,
+        Command::Status { job } => cmd_status(&job, cli.json),
+        Command::Demo { dir, scale } => cmd_demo(&dir, scale, cli.json).await,
+    }
+}
+
+fn load_job(path: &Path) -> Result<Job, Failure> {
+    Job::load(path).map_err(|e| Failure {
+        code: 2,
+        message: e.to_string(),
+    })
+}
+
+struct Sides {
+    source: Arc<dyn Connector>,
+    target: Arc<dyn Connector>,
+}
+
+fn sides(job: &Job) -> Result<Sides, Failure> {
+    Ok(Sides {
+        source: connect::connector(&job.source, &job.base_dir)?,
+        target: connect::connector(&job.target, &job.base_dir)?,
+    })
+}
+
+async fn cmd_plan(path: &Path, json: bool) -> Result<u8, Failure> {
+    let job = load_job(path)?;
+    let s = sides(&job)?;
+    let plan = plan(&job, s.source.as_ref(), s.target.as_ref()).await?;
+    let report =
+        pontoon_engine::plan::report(&plan, &job, s.source.as_ref(), s.target.as_ref()).await?;
+    display::print_plan(&report, &job);
+    if json {
+        println!(
+            "{}",
+            json!({ "source": job.source.to_string(), "target": job.target.to_string(), "tables": report })
+        );
+    }
+    Ok(0)
+}
+
+async fn cmd_copy(path: &Path, workers: Option<usize>, json: bool) -> Result<u8, Failure> {
+    let mut job = load_job(path)?;
+    if let Some(w) = workers {
+        if w == 0 {
+            return Err(Failure {
+                code: 2,
+                message: "--workers must be at least 1".into(),
+            });
+        }
+        job.copy.workers = w;
+    }
+    let s = sides(&job)?;
+    let plan = plan(&job, s.source.as_ref(), s.target.as_ref()).await?;
+    let report = run_copy(&job, &s, &plan).await?;
+    display::print_copy(&report);
+    if json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    }
+    Ok(copy_exit_code(&report))
+}
+
+fn copy_exit_code(report: &CopyReport) -> u8 {
+    if report.failed() {
+        eprintln!(
+            "error: the copy of some tables failed (see above); fix the cause and run again to resume"
+        );
+        1
+    } else if report.interrupted {
+        eprintln!("interrupted: run the same command again to resume");
+        1
+    } else {
+        0
+    }
+}
+
+/// Runs the copy with progress display and Ctrl-C / SIGTERM handling.
+async fn run_copy(job: &Job, s: &Sides, plan: &Plan) -> Result<CopyReport, Failure> {
+    let state_path = job.state_path();
+    let state = Arc::new(StateStore::open(&state_path)?);
+    let progress = Arc::new(Progress::new(plan.tables.iter().map(|t| {
+        (
+            t.job.source.clone(),
+            t.target_name().to_string(),
+            t.estimated_rows,
+        )
+    })));
+    let stop = Arc::new(AtomicBool::new(false));
+    spawn_signal_handler(stop.clone());
+    let ctx = CopyContext {
+        source: s.source.clone(),
+        target: s.target.clone(),
+        state,
+        settings: job.copy.clone(),
+        progress: progress.clone(),
+        stop,
+        retry: RetryPolicy::default(),
+    };
+    let display = display::ProgressDisplay::start(progress);
+    let result = copy(&ctx, plan).await;
+    display.finish().await;
+    Ok(result?)
+}
+
+fn spawn_signal_handler(stop: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        let term = async {
+            #[cfg(unix)]
+            {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            }
+            #[cfg(not(unix))]
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        eprintln!("stopping: finishing the chunks in hand (signal again to abort)");
+        stop.store(true, Ordering::Relaxed);
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(130);
+    });
+}
+
+fn cmd_status(path: &Path, json: bool) -> Result<u8, Failure> {
+    let job = load_job(path)?;
+    let state_path = job.state_path();
+    if !state_path.exists() {
+        if json {
+            println!(
+                "{}",
+                json!({ "state": state_path.display().to_string(), "tables": [] })
+            );
+        } else {
+            println!(
+                "nothing copied yet (no state store at {})",
+                state_path.display()
+            );
+        }
+        return Ok(0);
+    }
+    let state = StateStore::open(&state_path)?;
+    let tables = status::status(&state)?;
+    display::print_status(&tables);
+    if json {
+        println!(
+            "{}",
+            json!({ "state": state_path.display().to_string(), "tables": tables })
+        );
+    }
+    Ok(0)
+}
+
+async fn cmd_demo(dir: &Path, scale: f64, json: bool) -> Result<u8, Failure> {
+    if !(scale > 0.0 && scale <= 100.0) {
+        return Err(Failure {
+            code: 2,
+            message: "--scale must be in (0, 100]".into(),
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Failure {
+        code: 1,
+        message: format!("cannot create {}: {e}", dir.display()),
+    })?;
+    for f in [
+        "shop_v2.db",
+        "shop_v2.db-wal",
+        "shop_v2.db-shm",
+        "job.pontoon.db",
+        "job.pontoon.db-wal",
+        "job.pontoon.db-shm",
+    ] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    eprintln!(
+        "building the sample shop in {} ...",
+        dir.join("shop.db").display()
+    );
+    let t = std::time::Instant::now();
+    let built = demo::build_shop(dir, scale).await?;
+    eprintln!("  {built} rows in {:.1}s", t.elapsed().as_secs_f64());
+    let job_path = dir.join("job.toml");
+    std::fs::write(&job_path, demo::JOB).map_err(|e| Failure {
+        code: 1,
+        message: format!("cannot write {}: {e}", job_path.display()),
+    })?;
+    eprintln!("job file: {}", job_path.display());
+    let job = load_job(&job_path)?;
+    let s = sides(&job)?;
+    let plan = plan(&job, s.source.as_ref(), s.target.as_ref()).await?;
+    let report =
+        pontoon_engine::plan::report(&plan, &job, s.source.as_ref(), s.target.as_ref()).await?;
+    display::print_plan(&report, &job);
+    let copied = run_copy(&job, &s, &plan).await?;
+    display::print_copy(&copied);
+    let code = copy_exit_code(&copied);
+    if code == 0 {
+        println!(
+            "done: {} rows copied from {} into {} (state: {})",
+            copied.rows,
+            dir.join("shop.db").display(),
+            dir.join("shop_v2.db").display(),
+            job.state_path().display()
+        );
+        println!("try: pontoon status {}", job_path.display());
+    }
+    if json {
+        println!("{}", serde_json::to_string(&copied).unwrap_or_default());
+    }
+    Ok(code)
+}

@@ -1,0 +1,223 @@
+//! Human output: the plan, progress (bars on a terminal, plain lines otherwise) and
+//! summaries. Everything here goes to stderr except the summaries of `plan`,
+//! `copy` and `status`, which go to stdout before the `--json` line.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pontoon_engine::copy::CopyReport;
+use pontoon_engine::job::Job;
+use pontoon_engine::plan::PlanTableReport;
+use pontoon_engine::progress::{Phase, Progress};
+use pontoon_engine::status::TableStatus;
+use tokio::sync::oneshot;
+
+pub fn print_plan(tables: &[PlanTableReport], job: &Job) {
+    println!("source: {}", job.source);
+    println!("target: {}", job.target);
+    println!(
+        "copy:   {} workers, {} rows per chunk{}",
+        job.copy.workers,
+        job.copy.chunk_rows,
+        if job.copy.max_rows_per_second > 0 {
+            format!(", at most {} rows/s", job.copy.max_rows_per_second)
+        } else {
+            String::new()
+        }
+    );
+    for t in tables {
+        println!();
+        println!(
+            "{} -> {}{}  key ({})  ~{} rows  ~{} chunks",
+            t.table,
+            t.target,
+            if t.target_exists {
+                " (exists)"
+            } else {
+                " (will be created)"
+            },
+            t.key.join(", "),
+            t.estimated_rows,
+            t.estimated_chunks
+        );
+        if let Some(f) = &t.filter {
+            println!("  where {f}");
+        }
+        if let (Some(col), Some(n)) = (&t.partition_by, t.partitions) {
+            let first: Vec<String> = t
+                .first_partitions
+                .iter()
+                .map(|(v, c)| format!("{v} ({c})"))
+                .collect();
+            println!(
+                "  partitioned by {col}: {n} partitions, smallest first: {}",
+                first.join(", ")
+            );
+        }
+        let w = t.columns.iter().map(|c| c.target.len()).max().unwrap_or(0);
+        for c in &t.columns {
+            println!(
+                "  {}{:w$} <- {:24} {:>20} -> {:16} -> {}",
+                if c.key { "*" } else { " " },
+                c.target,
+                c.source,
+                c.source_type,
+                c.portable,
+                c.target_type,
+            );
+        }
+    }
+}
+
+pub fn print_copy(r: &CopyReport) {
+    for t in &r.tables {
+        let what = match &t.error {
+            Some(e) => format!("FAILED: {e}"),
+            None => t.state.to_string(),
+        };
+        println!(
+            "{} -> {}: {} rows in {} chunks ({} already done before, {} in all): {}",
+            t.table, t.target, t.rows, t.chunks_copied, t.chunks_skipped, t.chunks_total, what
+        );
+    }
+    let rate = if r.seconds > 0.0 {
+        r.rows as f64 / r.seconds
+    } else {
+        0.0
+    };
+    println!(
+        "copied {} rows in {:.1}s ({:.0} rows/s)",
+        r.rows, r.seconds, rate
+    );
+}
+
+pub fn print_status(tables: &[TableStatus]) {
+    if tables.is_empty() {
+        println!("nothing planned yet");
+    }
+    for t in tables {
+        println!(
+            "{} -> {}: {}, {}/{} chunks, {} rows copied (~{} planned){}",
+            t.table,
+            t.target,
+            t.state,
+            t.chunks_done,
+            t.chunks,
+            t.rows_copied,
+            t.rows_estimate,
+            t.error
+                .as_ref()
+                .map(|e| format!("\n  error: {e}"))
+                .unwrap_or_default()
+        );
+        for p in &t.partitions {
+            println!(
+                "  {}: {}/{} chunks, {} rows copied",
+                p.partition, p.chunks_done, p.chunks, p.rows_copied
+            );
+        }
+    }
+}
+
+/// Renders [`Progress`] until finished: one bar per table on a terminal, a line
+/// every five seconds otherwise.
+pub struct ProgressDisplay {
+    done: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ProgressDisplay {
+    pub fn start(progress: Arc<Progress>) -> ProgressDisplay {
+        let (tx, rx) = oneshot::channel();
+        let task = if std::io::stderr().is_terminal() {
+            tokio::spawn(bars(progress, rx))
+        } else {
+            tokio::spawn(lines(progress, rx))
+        };
+        ProgressDisplay {
+            done: Some(tx),
+            task,
+        }
+    }
+
+    pub async fn finish(mut self) {
+        if let Some(tx) = self.done.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+async fn bars(progress: Arc<Progress>, mut done: oneshot::Receiver<()>) {
+    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{prefix:24} {bar:30} {pos:>10}/{len:10} rows {per_sec:>12} eta {eta:>4} {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let bars: Vec<ProgressBar> = progress
+        .tables
+        .iter()
+        .map(|t| {
+            let b = multi.add(ProgressBar::new(
+                t.rows_estimate.load(Ordering::Relaxed).max(1),
+            ));
+            b.set_style(style.clone());
+            b.set_prefix(t.name.clone());
+            b
+        })
+        .collect();
+    loop {
+        for (t, b) in progress.tables.iter().zip(&bars) {
+            let done = t.rows_done.load(Ordering::Relaxed);
+            let est = t.rows_estimate.load(Ordering::Relaxed).max(done);
+            b.set_length(est.max(1));
+            b.set_position(done);
+            b.set_message(t.phase().as_str());
+        }
+        tokio::select! {
+            _ = &mut done => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    for (t, b) in progress.tables.iter().zip(&bars) {
+        b.set_position(t.rows_done.load(Ordering::Relaxed));
+        b.finish_with_message(t.phase().as_str());
+    }
+}
+
+async fn lines(progress: Arc<Progress>, mut done: oneshot::Receiver<()>) {
+    let mut last_rows = 0;
+    let mut last = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = &mut done => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        let rows = progress.rows_done();
+        let rate = (rows - last_rows) as f64 / last.elapsed().as_secs_f64().max(0.001);
+        last_rows = rows;
+        last = std::time::Instant::now();
+        let parts: Vec<String> = progress
+            .tables
+            .iter()
+            .filter(|t| t.phase() != Phase::Waiting)
+            .map(|t| {
+                format!(
+                    "{} {} {}/{} chunks {} rows",
+                    t.name,
+                    t.phase().as_str(),
+                    t.chunks_done.load(Ordering::Relaxed),
+                    t.chunks_total.load(Ordering::Relaxed),
+                    t.rows_done.load(Ordering::Relaxed)
+                )
+            })
+            .collect();
+        eprintln!(
+            "progress: {rows} rows, {rate:.0} rows/s; {}",
+            parts.join("; ")
+        );
+    }
+}

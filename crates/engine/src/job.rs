@@ -1,0 +1,832 @@
+//! The job file: parsed and validated without touching a database.
+//!
+//! Every mistake is collected (not just the first) with the line it is on, so
+//! `pontoon plan` can report them all at once. Unknown keys are errors. `${VAR}` in a
+//! URL is replaced from the environment; the value never appears in a message.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use pontoon_core::{ColumnType, SecretUrl};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// One mistake in a job file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError {
+    /// 1-based line; 0 when the mistake has no single place (e.g. a missing section).
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "line {}: {}", self.line, self.message)
+        } else {
+            f.write_str(&self.message)
+        }
+    }
+}
+
+/// All the mistakes of a job file, in line order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobErrors {
+    pub path: PathBuf,
+    pub errors: Vec<JobError>,
+}
+
+impl fmt::Display for JobErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.errors.len();
+        write!(
+            f,
+            "{}: {n} error{} in the job file",
+            self.path.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.errors {
+            write!(f, "\n  {}: {e}", self.path.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for JobErrors {}
+
+/// What change capture to use while syncing (used by `pontoon run`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Capture {
+    #[default]
+    Native,
+    Triggers,
+    Outbox,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopySettings {
+    pub workers: usize,
+    pub chunk_rows: u64,
+    /// 0 = unthrottled.
+    pub max_rows_per_second: u64,
+}
+
+impl Default for CopySettings {
+    fn default() -> Self {
+        CopySettings {
+            workers: 4,
+            chunk_rows: 10_000,
+            max_rows_per_second: 0,
+        }
+    }
+}
+
+/// Where a target column's values come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnSource {
+    /// A source column (a rename when the names differ).
+    Column(String),
+    /// An SQL expression evaluated on the source, with an optional declared type.
+    Sql { sql: String, ty: Option<ColumnType> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnMapping {
+    pub target: String,
+    pub from: ColumnSource,
+    pub line: usize,
+}
+
+/// One `[[tables]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TableJob {
+    pub source: String,
+    pub target: Option<String>,
+    pub key: Option<Vec<String>>,
+    pub partition_by: Option<String>,
+    pub version_column: Option<String>,
+    pub filter: Option<String>,
+    pub exclude: Vec<String>,
+    pub columns: Vec<ColumnMapping>,
+    /// Line of the `[[tables]]` header, for errors found after connecting.
+    pub line: usize,
+}
+
+impl TableJob {
+    pub fn target_name(&self) -> &str {
+        self.target.as_deref().unwrap_or(&self.source)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub path: PathBuf,
+    /// The job file's directory: relative SQLite paths and the state store live here.
+    pub base_dir: PathBuf,
+    pub source: SecretUrl,
+    pub target: SecretUrl,
+    pub state: Option<SecretUrl>,
+    pub copy: CopySettings,
+    pub capture: Capture,
+    /// Empty: every source table with a primary key, same names and columns.
+    pub tables: Vec<TableJob>,
+}
+
+impl Job {
+    /// Reads and validates a job file.
+    pub fn load(path: &Path) -> Result<Job, JobErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| JobErrors {
+            path: path.to_path_buf(),
+            errors: vec![JobError {
+                line: 0,
+                message: format!("cannot read the job file: {e}"),
+            }],
+        })?;
+        Job::parse(path, &text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses job text; `env` resolves `${VAR}` references.
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Job, JobErrors> {
+        let mut p = Parser {
+            text,
+            env,
+            errors: Vec::new(),
+        };
+        let job = p.job(path);
+        let mut errors = p.errors;
+        errors.sort_by_key(|e| e.line);
+        match job {
+            Some(job) if errors.is_empty() => Ok(job),
+            _ => Err(JobErrors {
+                path: path.to_path_buf(),
+                errors,
+            }),
+        }
+    }
+
+    /// The state store's location: the `[state] url`, or `<job file>.pontoon.db` beside it.
+    pub fn state_path(&self) -> PathBuf {
+        match &self.state {
+            Some(url) => {
+                let raw = url.expose();
+                let p = raw
+                    .strip_prefix("sqlite://")
+                    .or_else(|| raw.strip_prefix("sqlite:"))
+                    .unwrap_or(raw);
+                let p = Path::new(p);
+                if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    self.base_dir.join(p)
+                }
+            }
+            None => {
+                let stem = self
+                    .path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "job".into());
+                self.base_dir.join(format!("{stem}.pontoon.db"))
+            }
+        }
+    }
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<JobError>,
+}
+
+type Item<'i> = Spanned<DeValue<'i>>;
+
+impl<'a> Parser<'a> {
+    fn line(&self, span: Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text[..end].bytes().filter(|b| *b == b'\n').count() + 1
+    }
+
+    fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let line = self.line(span);
+        self.errors.push(JobError {
+            line,
+            message: message.into(),
+        });
+    }
+
+    fn job(&mut self, path: &Path) -> Option<Job> {
+        let root = match DeTable::parse(self.text) {
+            Ok(t) => t,
+            Err(e) => {
+                let line = e.span().map(|s| self.line(s)).unwrap_or(0);
+                self.errors.push(JobError {
+                    line,
+                    message: format!("not valid TOML: {}", e.message()),
+                });
+                return None;
+            }
+        };
+        let root_span = root.span();
+        let root = root.into_inner();
+        let mut source = None;
+        let mut target = None;
+        let mut state = None;
+        let mut copy = CopySettings::default();
+        let mut capture = Capture::default();
+        let mut tables = Vec::new();
+        for (key, value) in root.iter() {
+            match key.get_ref().as_ref() {
+                "source" => source = self.url_section(value, "source"),
+                "target" => target = self.url_section(value, "target"),
+                "state" => state = self.url_section(value, "state"),
+                "copy" => self.copy_section(value, &mut copy),
+                "sync" => self.sync_section(value, &mut capture),
+                "tables" => match value.get_ref().as_array() {
+                    Some(arr) => {
+                        for t in arr.iter() {
+                            if let Some(tj) = self.table(t) {
+                                tables.push(tj);
+                            }
+                        }
+                    }
+                    None => self.err(value.span(), "`tables` must be an array of tables: write `[[tables]]`"),
+                },
+                other => self.err(key.span(), format!("unknown section `{other}` (expected source, target, state, copy, sync, tables)")),
+            }
+        }
+        if !root.keys().any(|k| k.get_ref() == "source") {
+            self.err(root_span.clone(), "missing section [source] with `url`");
+        }
+        if !root.keys().any(|k| k.get_ref() == "target") {
+            self.err(root_span, "missing section [target] with `url`");
+        }
+        let mut seen: Vec<(String, usize)> = Vec::new();
+        for t in &tables {
+            if let Some((_, first)) = seen.iter().find(|(n, _)| n == t.target_name()) {
+                let message = format!(
+                    "target table `{}` is already written by the [[tables]] entry on line {first}",
+                    t.target_name()
+                );
+                self.errors.push(JobError {
+                    line: t.line,
+                    message,
+                });
+            }
+            seen.push((t.target_name().to_string(), t.line));
+        }
+        let base_dir = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .unwrap_or(Path::new("."));
+        let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
+        Some(Job {
+            path: path.to_path_buf(),
+            base_dir,
+            source: source?,
+            target: target?,
+            state,
+            copy,
+            capture,
+            tables,
+        })
+    }
+
+    fn table_of<'v, 'i>(&mut self, value: &'v Item<'i>, what: &str) -> Option<&'v DeTable<'i>> {
+        match value.get_ref().as_table() {
+            Some(t) => Some(t),
+            None => {
+                self.err(value.span(), format!("`{what}` must be a table"));
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, value: &Item<'_>, what: &str) -> Option<String> {
+        match value.get_ref().as_str() {
+            Some(s) => Some(s.to_string()),
+            None => {
+                self.err(
+                    value.span(),
+                    format!(
+                        "`{what}` must be a string, not {}",
+                        value.get_ref().type_str()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn non_empty_string(&mut self, value: &Item<'_>, what: &str) -> Option<String> {
+        let s = self.string(value, what)?;
+        if s.trim().is_empty() {
+            self.err(value.span(), format!("`{what}` must not be empty"));
+            return None;
+        }
+        Some(s)
+    }
+
+    fn strings(&mut self, value: &Item<'_>, what: &str) -> Option<Vec<String>> {
+        let Some(arr) = value.get_ref().as_array() else {
+            self.err(
+                value.span(),
+                format!("`{what}` must be an array of strings"),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        for v in arr.iter() {
+            out.push(self.non_empty_string(v, what)?);
+        }
+        Some(out)
+    }
+
+    fn unsigned(&mut self, value: &Item<'_>, what: &str, min: u64) -> Option<u64> {
+        let parsed = value
+            .get_ref()
+            .as_integer()
+            .and_then(|i| u64::from_str_radix(i.as_str(), i.radix()).ok());
+        match parsed {
+            Some(n) if n >= min => Some(n),
+            _ => {
+                self.err(
+                    value.span(),
+                    format!("`{what}` must be an integer >= {min}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn url_section(&mut self, value: &Item<'_>, section: &str) -> Option<SecretUrl> {
+        let table = self.table_of(value, section)?;
+        let mut url = None;
+        for (k, v) in table.iter() {
+            match k.get_ref().as_ref() {
+                "url" => {
+                    if let Some(raw) = self.non_empty_string(v, &format!("{section}.url")) {
+                        url = self.expand_env(&raw, v.span(), section);
+                    }
+                }
+                other => self.err(
+                    k.span(),
+                    format!("unknown key `{other}` in [{section}] (expected url)"),
+                ),
+            }
+        }
+        if url.is_none() && !table.keys().any(|k| k.get_ref() == "url") {
+            self.err(value.span(), format!("[{section}] needs `url`"));
+        }
+        let url = url?;
+        let known = [
+            "postgres://",
+            "postgresql://",
+            "mysql://",
+            "mariadb://",
+            "sqlite:",
+        ];
+        if !known.iter().any(|p| url.starts_with(p)) {
+            self.err(
+                value.span(),
+                format!(
+                    "[{section}] url must start with postgres://, mysql:// or sqlite: (got `{}`)",
+                    pontoon_core::redact_url(&url)
+                ),
+            );
+            return None;
+        }
+        if section == "state" && !url.starts_with("sqlite:") {
+            self.err(
+                value.span(),
+                "[state] url: only an SQLite state store (sqlite:PATH) is supported so far",
+            );
+            return None;
+        }
+        Some(SecretUrl::new(url))
+    }
+
+    /// Replaces `${NAME}` from the environment; a missing variable is an error that
+    /// names the variable (never a value).
+    fn expand_env(&mut self, raw: &str, span: Range<usize>, section: &str) -> Option<String> {
+        let mut out = String::with_capacity(raw.len());
+        let mut rest = raw;
+        let mut ok = true;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else {
+                self.err(
+                    span.clone(),
+                    format!("[{section}] url: `${{` without a closing `}}`"),
+                );
+                return None;
+            };
+            let name = &after[..end];
+            match (self.env)(name) {
+                Some(v) => out.push_str(&v),
+                None => {
+                    self.err(
+                        span.clone(),
+                        format!("[{section}] url: environment variable {name} is not set"),
+                    );
+                    ok = false;
+                }
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        ok.then_some(out)
+    }
+
+    fn copy_section(&mut self, value: &Item<'_>, copy: &mut CopySettings) {
+        let Some(table) = self.table_of(value, "copy") else {
+            return;
+        };
+        for (k, v) in table.iter() {
+            match k.get_ref().as_ref() {
+                "workers" => {
+                    if let Some(n) = self.unsigned(v, "copy.workers", 1) {
+                        if n > 64 {
+                            self.err(v.span(), "`copy.workers` must be at most 64");
+                        } else {
+                            copy.workers = n as usize;
+                        }
+                    }
+                }
+                "chunk_rows" => {
+                    if let Some(n) = self.unsigned(v, "copy.chunk_rows", 1) {
+                        copy.chunk_rows = n;
+                    }
+                }
+                "max_rows_per_second" => {
+                    if let Some(n) = self.unsigned(v, "copy.max_rows_per_second", 0) {
+                        copy.max_rows_per_second = n;
+                    }
+                }
+                other => self.err(k.span(), format!("unknown key `{other}` in [copy] (expected workers, chunk_rows, max_rows_per_second)")),
+            }
+        }
+    }
+
+    fn sync_section(&mut self, value: &Item<'_>, capture: &mut Capture) {
+        let Some(table) = self.table_of(value, "sync") else {
+            return;
+        };
+        for (k, v) in table.iter() {
+            match k.get_ref().as_ref() {
+                "capture" => match self.string(v, "sync.capture").as_deref() {
+                    Some("native") => *capture = Capture::Native,
+                    Some("triggers") => *capture = Capture::Triggers,
+                    Some("outbox") => *capture = Capture::Outbox,
+                    Some("none") => *capture = Capture::None,
+                    Some(other) => self.err(v.span(), format!("`sync.capture` must be native, triggers, outbox or none (got `{other}`)")),
+                    None => {}
+                },
+                other => self.err(k.span(), format!("unknown key `{other}` in [sync] (expected capture)")),
+            }
+        }
+    }
+
+    fn table(&mut self, value: &Item<'_>) -> Option<TableJob> {
+        let table = self.table_of(value, "tables")?;
+        let line = self.line(value.span());
+        let mut tj = TableJob {
+            line,
+            ..TableJob::default()
+        };
+        let mut columns_item = None;
+        for (k, v) in table.iter() {
+            match k.get_ref().as_ref() {
+                "source" => tj.source = self.non_empty_string(v, "source").unwrap_or_default(),
+                "target" => tj.target = self.non_empty_string(v, "target"),
+                "key" => {
+                    tj.key = self.strings(v, "key");
+                    if tj.key.as_ref().is_some_and(|k| k.is_empty()) {
+                        self.err(v.span(), "`key` must name at least one column");
+                    }
+                }
+                "partition_by" => tj.partition_by = self.non_empty_string(v, "partition_by"),
+                "version_column" => tj.version_column = self.non_empty_string(v, "version_column"),
+                "where" => tj.filter = self.non_empty_string(v, "where"),
+                "exclude" => tj.exclude = self.strings(v, "exclude").unwrap_or_default(),
+                "columns" => columns_item = Some(v),
+                other => self.err(
+                    k.span(),
+                    format!(
+                        "unknown key `{other}` in [[tables]] (expected source, target, key, partition_by, version_column, where, exclude, columns)"
+                    ),
+                ),
+            }
+        }
+        if !table.keys().any(|k| k.get_ref() == "source") {
+            self.err(value.span(), "[[tables]] entry needs `source`");
+        }
+        if let Some(cols) = columns_item {
+            tj.columns = self.columns(cols);
+        }
+        for c in &tj.columns {
+            if tj.exclude.contains(&c.target)
+                && matches!(&c.from, ColumnSource::Column(s) if *s == c.target)
+            {
+                let message = format!("column `{}` is both excluded and mapped", c.target);
+                self.errors.push(JobError {
+                    line: c.line,
+                    message,
+                });
+            }
+        }
+        Some(tj)
+    }
+
+    fn columns(&mut self, value: &Item<'_>) -> Vec<ColumnMapping> {
+        let Some(table) = self.table_of(value, "tables.columns") else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (k, v) in table.iter() {
+            let target = k.get_ref().to_string();
+            let line = self.line(k.span());
+            let from = if let Some(s) = v.get_ref().as_str() {
+                if s.trim().is_empty() {
+                    self.err(
+                        v.span(),
+                        format!("column `{target}`: the source column name is empty"),
+                    );
+                    continue;
+                }
+                ColumnSource::Column(s.to_string())
+            } else if let Some(t) = v.get_ref().as_table() {
+                let mut sql = None;
+                let mut ty = None;
+                for (ik, iv) in t.iter() {
+                    match ik.get_ref().as_ref() {
+                        "sql" => sql = self.non_empty_string(iv, "sql"),
+                        "type" => {
+                            if let Some(name) = self.string(iv, "type") {
+                                match parse_type_name(&name) {
+                                    Some(t) => ty = Some(t),
+                                    None => self.err(
+                                        iv.span(),
+                                        format!("column `{target}`: unknown type `{name}`"),
+                                    ),
+                                }
+                            }
+                        }
+                        other => self.err(
+                            ik.span(),
+                            format!(
+                                "column `{target}`: unknown key `{other}` (expected sql, type)"
+                            ),
+                        ),
+                    }
+                }
+                match sql {
+                    Some(sql) => ColumnSource::Sql { sql, ty },
+                    None => {
+                        if !t.keys().any(|k| k.get_ref() == "sql") {
+                            self.err(
+                                v.span(),
+                                format!("column `{target}`: an inline table needs `sql = \"...\"`"),
+                            );
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                self.err(
+                    v.span(),
+                    format!(
+                        "column `{target}`: expected a source column name or {{ sql = \"...\" }}"
+                    ),
+                );
+                continue;
+            };
+            out.push(ColumnMapping { target, from, line });
+        }
+        out
+    }
+}
+
+/// Portable type names accepted in `type = "..."` of a computed column.
+pub fn parse_type_name(name: &str) -> Option<ColumnType> {
+    let n = name.trim().to_ascii_lowercase();
+    let (base, args) = match n.split_once('(') {
+        Some((b, rest)) => (
+            b.trim().to_string(),
+            Some(rest.trim_end_matches(')').to_string()),
+        ),
+        None => (n.clone(), None),
+    };
+    let nums: Vec<u32> = args
+        .as_deref()
+        .map(|a| a.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    Some(match base.as_str() {
+        "bool" | "boolean" => ColumnType::Bool,
+        "int8" | "tinyint" => ColumnType::Int {
+            bytes: 1,
+            unsigned: false,
+        },
+        "int16" | "smallint" => ColumnType::Int {
+            bytes: 2,
+            unsigned: false,
+        },
+        "int32" | "int" | "integer" => ColumnType::I32,
+        "int64" | "bigint" => ColumnType::I64,
+        "float32" | "real" | "float" => ColumnType::Float32,
+        "float64" | "double" | "double precision" => ColumnType::Float64,
+        "decimal" | "numeric" => ColumnType::Decimal {
+            precision: nums.first().copied(),
+            scale: nums.get(1).copied().or(nums.first().map(|_| 0)),
+        },
+        "text" | "string" => ColumnType::TEXT,
+        "varchar" => ColumnType::Text {
+            max_chars: Some(*nums.first()?),
+        },
+        "bytes" | "bytea" | "blob" => ColumnType::Bytes { max_bytes: None },
+        "date" => ColumnType::Date,
+        "time" => ColumnType::Time,
+        "timestamp" | "datetime" => ColumnType::Timestamp,
+        "timestamptz" => ColumnType::TimestampTz,
+        "json" | "jsonb" => ColumnType::Json,
+        "uuid" => ColumnType::Uuid,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Job, JobErrors> {
+        Job::parse(Path::new("/jobs/shop.toml"), text, &|name| {
+            (name == "PW").then(|| "s3cret".to_string())
+        })
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let job = parse(
+            r#"
+[source]
+url = "mysql://app:${PW}@127.0.0.1:3306/shop"
+[target]
+url = "postgres://app@127.0.0.1:5432/shop"
+[copy]
+workers = 2
+chunk_rows = 500
+[sync]
+capture = "triggers"
+[[tables]]
+source = "orders"
+target = "orders_v2"
+key = ["id"]
+partition_by = "user_pin"
+where = "status <> 'draft'"
+exclude = ["legacy_flag"]
+[tables.columns]
+order_number = "order_no"
+amount_cents = { sql = "amount * 100", type = "bigint" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            job.source.expose(),
+            "mysql://app:s3cret@127.0.0.1:3306/shop"
+        );
+        assert_eq!(
+            job.source.to_string(),
+            "mysql://app:***@127.0.0.1:3306/shop"
+        );
+        assert_eq!(
+            job.copy,
+            CopySettings {
+                workers: 2,
+                chunk_rows: 500,
+                max_rows_per_second: 0
+            }
+        );
+        assert_eq!(job.capture, Capture::Triggers);
+        let t = &job.tables[0];
+        assert_eq!(t.target_name(), "orders_v2");
+        assert_eq!(t.line, 11, "the [[tables]] header line");
+        assert_eq!(
+            t.columns[0],
+            ColumnMapping {
+                target: "order_number".into(),
+                from: ColumnSource::Column("order_no".into()),
+                line: 19
+            }
+        );
+        assert_eq!(
+            t.columns[1].from,
+            ColumnSource::Sql {
+                sql: "amount * 100".into(),
+                ty: Some(ColumnType::I64)
+            }
+        );
+        assert_eq!(job.state_path(), Path::new("/jobs/shop.pontoon.db"));
+    }
+
+    #[test]
+    fn every_mistake_is_reported_with_its_line() {
+        let errs = parse(
+            r#"[source]
+url = "oracle://x"
+[target]
+url = "postgres://u:${NOPE}@h/db"
+[copy]
+workers = 0
+chunk_size = 10
+[[tables]]
+target = "t"
+colour = "red"
+[tables.columns]
+a = { sql = "" }
+b = 5
+"#,
+        )
+        .unwrap_err();
+        let lines: Vec<(usize, &str)> = errs
+            .errors
+            .iter()
+            .map(|e| (e.line, e.message.as_str()))
+            .collect();
+        assert!(
+            lines
+                .iter()
+                .any(|(l, m)| *l == 1 && m.contains("url must start with")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|(l, m)| *l == 4 && m.contains("NOPE is not set")),
+            "{lines:?}"
+        );
+        assert!(
+            lines.iter().any(|(l, m)| *l == 6 && m.contains("workers")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|(l, m)| *l == 7 && m.contains("unknown key `chunk_size`")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|(l, m)| *l == 8 && m.contains("needs `source`")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|(l, m)| *l == 10 && m.contains("unknown key `colour`")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|(l, m)| *l == 12 && m.contains("must not be empty")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|(l, m)| *l == 13 && m.contains("column `b`")),
+            "{lines:?}"
+        );
+        assert!(!errs.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn toml_syntax_error_has_a_line() {
+        let errs = parse("[source]\nurl = \"sqlite:a.db\"\n[target\n").unwrap_err();
+        assert_eq!(errs.errors.len(), 1);
+        assert_eq!(errs.errors[0].line, 3);
+    }
+
+    #[test]
+    fn duplicate_targets_are_refused() {
+        let errs = parse(
+            "[source]\nurl = \"sqlite:a.db\"\n[target]\nurl = \"sqlite:b.db\"\n[[tables]]\nsource = \"a\"\ntarget = \"x\"\n[[tables]]\nsource = \"b\"\ntarget = \"x\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(errs.errors[0].line, 8);
+        assert!(errs.errors[0].message.contains("line 5"));
+    }
+}
