@@ -34,11 +34,7 @@ pub fn print_plan(tables: &[PlanTableReport], job: &Job) {
             "{} -> {}{}  key ({})  ~{} rows  ~{} chunks",
             t.table,
             t.target,
-            if t.target_exists {
-                " (exists)"
-            } else {
-                " (will be created)"
-            },
+            if t.target_exists { " (exists)" } else { " (will be created)" },
             t.key.join(", "),
             t.estimated_rows,
             t.estimated_chunks
@@ -47,15 +43,8 @@ pub fn print_plan(tables: &[PlanTableReport], job: &Job) {
             println!("  where {f}");
         }
         if let (Some(col), Some(n)) = (&t.partition_by, t.partitions) {
-            let first: Vec<String> = t
-                .first_partitions
-                .iter()
-                .map(|(v, c)| format!("{v} ({c})"))
-                .collect();
-            println!(
-                "  partitioned by {col}: {n} partitions, smallest first: {}",
-                first.join(", ")
-            );
+            let first: Vec<String> = t.first_partitions.iter().map(|(v, c)| format!("{v} ({c})")).collect();
+            println!("  partitioned by {col}: {n} partitions, smallest first: {}", first.join(", "));
         }
         let w = t.columns.iter().map(|c| c.target.len()).max().unwrap_or(0);
         for c in &t.columns {
@@ -83,15 +72,8 @@ pub fn print_copy(r: &CopyReport) {
             t.table, t.target, t.rows, t.chunks_copied, t.chunks_skipped, t.chunks_total, what
         );
     }
-    let rate = if r.seconds > 0.0 {
-        r.rows as f64 / r.seconds
-    } else {
-        0.0
-    };
-    println!(
-        "copied {} rows in {:.1}s ({:.0} rows/s)",
-        r.rows, r.seconds, rate
-    );
+    let rate = if r.seconds > 0.0 { r.rows as f64 / r.seconds } else { 0.0 };
+    println!("copied {} rows in {:.1}s ({:.0} rows/s)", r.rows, r.seconds, rate);
 }
 
 pub fn print_status(tables: &[TableStatus]) {
@@ -108,16 +90,10 @@ pub fn print_status(tables: &[TableStatus]) {
             t.chunks,
             t.rows_copied,
             t.rows_estimate,
-            t.error
-                .as_ref()
-                .map(|e| format!("\n  error: {e}"))
-                .unwrap_or_default()
+            t.error.as_ref().map(|e| format!("\n  error: {e}")).unwrap_or_default()
         );
         for p in &t.partitions {
-            println!(
-                "  {}: {}/{} chunks, {} rows copied",
-                p.partition, p.chunks_done, p.chunks, p.rows_copied
-            );
+            println!("  {}: {}/{} chunks, {} rows copied", p.partition, p.chunks_done, p.chunks, p.rows_copied);
         }
     }
 }
@@ -137,10 +113,7 @@ impl ProgressDisplay {
         } else {
             tokio::spawn(lines(progress, rx))
         };
-        ProgressDisplay {
-            done: Some(tx),
-            task,
-        }
+        ProgressDisplay { done: Some(tx), task }
     }
 
     pub async fn finish(mut self) {
@@ -153,17 +126,14 @@ impl ProgressDisplay {
 
 async fn bars(progress: Arc<Progress>, mut done: oneshot::Receiver<()>) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template(
-        "{prefix:24} {bar:30} {pos:>10}/{len:10} rows {per_sec:>12} eta {eta:>4} {msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style =
+        ProgressStyle::with_template("{prefix:24} {bar:30} {pos:>10}/{len:10} rows {per_sec:>12} eta {eta:>4} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
     let bars: Vec<ProgressBar> = progress
         .tables
         .iter()
         .map(|t| {
-            let b = multi.add(ProgressBar::new(
-                t.rows_estimate.load(Ordering::Relaxed).max(1),
-            ));
+            let b = multi.add(ProgressBar::new(t.rows_estimate.load(Ordering::Relaxed).max(1)));
             b.set_style(style.clone());
             b.set_prefix(t.name.clone());
             b
@@ -215,9 +185,6 @@ async fn lines(progress: Arc<Progress>, mut done: oneshot::Receiver<()>) {
                 )
             })
             .collect();
-        eprintln!(
-            "progress: {rows} rows, {rate:.0} rows/s; {}",
-            parts.join("; ")
-        );
+        eprintln!("progress: {rows} rows, {rate:.0} rows/s; {}", parts.join("; "));
     }
 }

@@ -24,11 +24,7 @@ use serde_json::json;
 mod display;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "pontoon",
-    version,
-    about = "Move a live system's data from an old database to a new one"
-)]
+#[command(name = "pontoon", version, about = "Move a live system's data from an old database to a new one")]
 struct Cli {
     /// Print one JSON object on the last line of stdout.
     #[arg(long, global = true)]
@@ -73,10 +69,7 @@ struct Failure {
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         let code = if e.kind() == ErrorKind::Config { 2 } else { 1 };
-        Failure {
-            code,
-            message: e.to_string(),
-        }
+        Failure { code, message: e.to_string() }
     }
 }
 
@@ -89,10 +82,7 @@ fn main() -> ExitCode {
         }
     };
     init_logs(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -116,11 +106,7 @@ fn init_logs(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PONTOON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
 async fn run(cli: Cli) -> Result<u8, Failure> {
@@ -133,10 +119,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
 }
 
 fn load_job(path: &Path) -> Result<Job, Failure> {
-    Job::load(path).map_err(|e| Failure {
-        code: 2,
-        message: e.to_string(),
-    })
+    Job::load(path).map_err(|e| Failure { code: 2, message: e.to_string() })
 }
 
 struct Sides {
@@ -155,14 +138,10 @@ async fn cmd_plan(path: &Path, json: bool) -> Result<u8, Failure> {
     let job = load_job(path)?;
     let s = sides(&job)?;
     let plan = plan(&job, s.source.as_ref(), s.target.as_ref()).await?;
-    let report =
-        pontoon_engine::plan::report(&plan, &job, s.source.as_ref(), s.target.as_ref()).await?;
+    let report = pontoon_engine::plan::report(&plan, &job, s.source.as_ref(), s.target.as_ref()).await?;
     display::print_plan(&report, &job);
     if json {
-        println!(
-            "{}",
-            json!({ "source": job.source.to_string(), "target": job.target.to_string(), "tables": report })
-        );
+        println!("{}", json!({ "source": job.source.to_string(), "target": job.target.to_string(), "tables": report }));
     }
     Ok(0)
 }
@@ -171,10 +150,7 @@ async fn cmd_copy(path: &Path, workers: Option<usize>, json: bool) -> Result<u8,
     let mut job = load_job(path)?;
     if let Some(w) = workers {
         if w == 0 {
-            return Err(Failure {
-                code: 2,
-                message: "--workers must be at least 1".into(),
-            });
+            return Err(Failure { code: 2, message: "--workers must be at least 1".into() });
         }
         job.copy.workers = w;
     }
@@ -190,9 +166,7 @@ async fn cmd_copy(path: &Path, workers: Option<usize>, json: bool) -> Result<u8,
 
 fn copy_exit_code(report: &CopyReport) -> u8 {
     if report.failed() {
-        eprintln!(
-            "error: the copy of some tables failed (see above); fix the cause and run again to resume"
-        );
+        eprintln!("error: the copy of some tables failed (see above); fix the cause and run again to resume");
         1
     } else if report.interrupted {
         eprintln!("interrupted: run the same command again to resume");
@@ -206,13 +180,9 @@ fn copy_exit_code(report: &CopyReport) -> u8 {
 async fn run_copy(job: &Job, s: &Sides, plan: &Plan) -> Result<CopyReport, Failure> {
     let state_path = job.state_path();
     let state = Arc::new(StateStore::open(&state_path)?);
-    let progress = Arc::new(Progress::new(plan.tables.iter().map(|t| {
-        (
-            t.job.source.clone(),
-            t.target_name().to_string(),
-            t.estimated_rows,
-        )
-    })));
+    let progress = Arc::new(Progress::new(
+        plan.tables.iter().map(|t| (t.job.source.clone(), t.target_name().to_string(), t.estimated_rows)),
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_handler(stop.clone());
     let ctx = CopyContext {
@@ -261,15 +231,9 @@ fn cmd_status(path: &Path, json: bool) -> Result<u8, Failure> {
     let state_path = job.state_path();
     if !state_path.exists() {
         if json {
-            println!(
-                "{}",
-                json!({ "state": state_path.display().to_string(), "tables": [] })
-            );
+            println!("{}", json!({ "state": state_path.display().to_string(), "tables": [] }));
         } else {
-            println!(
-                "nothing copied yet (no state store at {})",
-                state_path.display()
-            );
+            println!("nothing copied yet (no state store at {})", state_path.display());
         }
         return Ok(0);
     }
@@ -277,53 +241,34 @@ fn cmd_status(path: &Path, json: bool) -> Result<u8, Failure> {
     let tables = status::status(&state)?;
     display::print_status(&tables);
     if json {
-        println!(
-            "{}",
-            json!({ "state": state_path.display().to_string(), "tables": tables })
-        );
+        println!("{}", json!({ "state": state_path.display().to_string(), "tables": tables }));
     }
     Ok(0)
 }
 
 async fn cmd_demo(dir: &Path, scale: f64, json: bool) -> Result<u8, Failure> {
     if !(scale > 0.0 && scale <= 100.0) {
-        return Err(Failure {
-            code: 2,
-            message: "--scale must be in (0, 100]".into(),
-        });
+        return Err(Failure { code: 2, message: "--scale must be in (0, 100]".into() });
     }
-    std::fs::create_dir_all(dir).map_err(|e| Failure {
-        code: 1,
-        message: format!("cannot create {}: {e}", dir.display()),
-    })?;
-    for f in [
-        "shop_v2.db",
-        "shop_v2.db-wal",
-        "shop_v2.db-shm",
-        "job.pontoon.db",
-        "job.pontoon.db-wal",
-        "job.pontoon.db-shm",
-    ] {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Failure { code: 1, message: format!("cannot create {}: {e}", dir.display()) })?;
+    for f in
+        ["shop_v2.db", "shop_v2.db-wal", "shop_v2.db-shm", "job.pontoon.db", "job.pontoon.db-wal", "job.pontoon.db-shm"]
+    {
         let _ = std::fs::remove_file(dir.join(f));
     }
-    eprintln!(
-        "building the sample shop in {} ...",
-        dir.join("shop.db").display()
-    );
+    eprintln!("building the sample shop in {} ...", dir.join("shop.db").display());
     let t = std::time::Instant::now();
     let built = demo::build_shop(dir, scale).await?;
     eprintln!("  {built} rows in {:.1}s", t.elapsed().as_secs_f64());
     let job_path = dir.join("job.toml");
-    std::fs::write(&job_path, demo::JOB).map_err(|e| Failure {
-        code: 1,
-        message: format!("cannot write {}: {e}", job_path.display()),
-    })?;
+    std::fs::write(&job_path, demo::JOB)
+        .map_err(|e| Failure { code: 1, message: format!("cannot write {}: {e}", job_path.display()) })?;
     eprintln!("job file: {}", job_path.display());
     let job = load_job(&job_path)?;
     let s = sides(&job)?;
     let plan = plan(&job, s.source.as_ref(), s.target.as_ref()).await?;
-    let report =
-        pontoon_engine::plan::report(&plan, &job, s.source.as_ref(), s.target.as_ref()).await?;
+    let report = pontoon_engine::plan::report(&plan, &job, s.source.as_ref(), s.target.as_ref()).await?;
     display::print_plan(&report, &job);
     let copied = run_copy(&job, &s, &plan).await?;
     display::print_copy(&copied);

@@ -83,12 +83,7 @@ pub trait Reader: Send {
     /// Walks the key index: the key of the `step`-th row after `after` (in key
     /// order, within the scan's filter and partition), or `None` if fewer than
     /// `step` rows remain. Chunk boundaries are built from it.
-    async fn key_after(
-        &mut self,
-        scan: &ScanSpec,
-        after: Option<&[Value]>,
-        step: u64,
-    ) -> Result<Option<Vec<Value>>>;
+    async fn key_after(&mut self, scan: &ScanSpec, after: Option<&[Value]>, step: u64) -> Result<Option<Vec<Value>>>;
 
     /// Distinct values of `column` (of source type `ty`) with their row counts,
     /// within `filter`, smallest count first.

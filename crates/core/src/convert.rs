@@ -51,11 +51,7 @@ pub fn fit(value: Value, column: &Column, limits: &Limits) -> Result<Value> {
     let mismatch = |v: &Value| {
         Err(Error::new(
             ErrorKind::Schema,
-            format!(
-                "a {} value cannot be stored in a column of type {}",
-                v.kind_name(),
-                column.native
-            ),
+            format!("a {} value cannot be stored in a column of type {}", v.kind_name(), column.native),
         )
         .in_column(column.name.clone()))
     };
@@ -63,10 +59,7 @@ pub fn fit(value: Value, column: &Column, limits: &Limits) -> Result<Value> {
         return if column.nullable {
             Ok(V::Null)
         } else {
-            bad(format!(
-                "NULL cannot be stored in NOT NULL column of type {}",
-                column.native
-            ))
+            bad(format!("NULL cannot be stored in NOT NULL column of type {}", column.native))
         };
     }
     match ty {
@@ -90,16 +83,9 @@ pub fn fit(value: Value, column: &Column, limits: &Limits) -> Result<Value> {
             };
             let (lo, hi) = ColumnType::int_range(*bytes, *unsigned);
             if n < lo || n > hi {
-                return bad(format!(
-                    "{n} is out of range for {} ({lo}..{hi})",
-                    column.native
-                ));
+                return bad(format!("{n} is out of range for {} ({lo}..{hi})", column.native));
             }
-            Ok(if n > i64::MAX as i128 {
-                V::UInt(n as u64)
-            } else {
-                V::Int(n as i64)
-            })
+            Ok(if n > i64::MAX as i128 { V::UInt(n as u64) } else { V::Int(n as i64) })
         }
         T::Float32 => {
             let f = match value {
@@ -107,10 +93,7 @@ pub fn fit(value: Value, column: &Column, limits: &Limits) -> Result<Value> {
                 V::F64(d) => {
                     let f = d as f32;
                     if !(f as f64 == d || d.is_nan()) {
-                        return bad(format!(
-                            "{d:?} cannot be stored in {} without rounding",
-                            column.native
-                        ));
+                        return bad(format!("{d:?} cannot be stored in {} without rounding", column.native));
                     }
                     f
                 }
@@ -148,10 +131,7 @@ pub fn fit(value: Value, column: &Column, limits: &Limits) -> Result<Value> {
                 Some(s) => match d.with_scale(*s) {
                     Some(d) => d,
                     None => {
-                        return bad(format!(
-                            "{d} has more than {s} decimal places: {} would round it",
-                            column.native
-                        ));
+                        return bad(format!("{d} has more than {s} decimal places: {} would round it", column.native));
                     }
                 },
                 None => d,
@@ -168,11 +148,7 @@ pub fn fit(value: Value, column: &Column, limits: &Limits) -> Result<Value> {
             let s = match value {
                 V::Text(s) | V::Json(s) => s,
                 V::Uuid(u) => format_uuid(&u),
-                v @ (V::Decimal(_)
-                | V::Date(_)
-                | V::Time(_)
-                | V::Timestamp(_)
-                | V::TimestampTz(_)) => v.to_string(),
+                v @ (V::Decimal(_) | V::Date(_) | V::Time(_) | V::Timestamp(_) | V::TimestampTz(_)) => v.to_string(),
                 v => return mismatch(&v),
             };
             if let Some(max) = max_chars {
@@ -180,10 +156,7 @@ pub fn fit(value: Value, column: &Column, limits: &Limits) -> Result<Value> {
                 if s.len() > *max as usize {
                     let n = s.chars().count();
                     if n > *max as usize {
-                        return bad(format!(
-                            "text of {n} characters is too long for {}",
-                            column.native
-                        ));
+                        return bad(format!("text of {n} characters is too long for {}", column.native));
                     }
                 }
             }
@@ -201,11 +174,7 @@ pub fn fit(value: Value, column: &Column, limits: &Limits) -> Result<Value> {
             if let Some(max) = max_bytes
                 && b.len() > *max as usize
             {
-                return bad(format!(
-                    "{} bytes are too long for {}",
-                    b.len(),
-                    column.native
-                ));
+                return bad(format!("{} bytes are too long for {}", b.len(), column.native));
             }
             Ok(V::Bytes(b))
         }
@@ -213,11 +182,7 @@ pub fn fit(value: Value, column: &Column, limits: &Limits) -> Result<Value> {
             V::Date(d) => {
                 let (lo, hi) = limits.date_days;
                 if (d as i64) < lo || (d as i64) > hi {
-                    return bad(format!(
-                        "date {} is out of range for {}",
-                        V::Date(d),
-                        column.native
-                    ));
+                    return bad(format!("date {} is out of range for {}", V::Date(d), column.native));
                 }
                 Ok(V::Date(d))
             }
@@ -227,11 +192,7 @@ pub fn fit(value: Value, column: &Column, limits: &Limits) -> Result<Value> {
             V::Time(t) => {
                 let (lo, hi) = limits.time_micros;
                 if t < lo || t > hi {
-                    return bad(format!(
-                        "time {} is out of range for {}",
-                        V::Time(t),
-                        column.native
-                    ));
+                    return bad(format!("time {} is out of range for {}", V::Time(t), column.native));
                 }
                 Ok(V::Time(t))
             }
@@ -247,17 +208,9 @@ pub fn fit(value: Value, column: &Column, limits: &Limits) -> Result<Value> {
             };
             let (lo, hi) = limits.timestamp_micros;
             if t < lo || t > hi {
-                return bad(format!(
-                    "timestamp {} is out of range for {}",
-                    V::Timestamp(t),
-                    column.native
-                ));
+                return bad(format!("timestamp {} is out of range for {}", V::Timestamp(t), column.native));
             }
-            Ok(if *ty == T::Timestamp {
-                V::Timestamp(t)
-            } else {
-                V::TimestampTz(t)
-            })
+            Ok(if *ty == T::Timestamp { V::Timestamp(t) } else { V::TimestampTz(t) })
         }
         T::Json => match value {
             V::Json(s) => Ok(V::Json(s)),
@@ -283,16 +236,10 @@ pub fn fit(value: Value, column: &Column, limits: &Limits) -> Result<Value> {
 
 fn check_float(f: f64, column: &Column, limits: &Limits) -> Result<()> {
     if f.is_nan() && !limits.float_nan {
-        return Err(range_err(
-            column,
-            format!("NaN cannot be stored in {}", column.native),
-        ));
+        return Err(range_err(column, format!("NaN cannot be stored in {}", column.native)));
     }
     if f.is_infinite() && !limits.float_infinity {
-        return Err(range_err(
-            column,
-            format!("{f} cannot be stored in {}", column.native),
-        ));
+        return Err(range_err(column, format!("{f} cannot be stored in {}", column.native)));
     }
     Ok(())
 }
@@ -304,9 +251,7 @@ pub fn compatible(from: &ColumnType, to: &ColumnType) -> bool {
     match (from, to) {
         (a, b) if a == b => true,
         (T::Bool, T::Bool | T::Int { .. }) => true,
-        (T::Int { .. }, T::Bool | T::Int { .. } | T::Decimal { .. } | T::Float32 | T::Float64) => {
-            true
-        }
+        (T::Int { .. }, T::Bool | T::Int { .. } | T::Decimal { .. } | T::Float32 | T::Float64) => true,
         (T::Decimal { .. }, T::Decimal { .. } | T::Int { .. }) => true,
         (T::Float32 | T::Float64, T::Float32 | T::Float64) => true,
         (T::Text { .. }, T::Text { .. } | T::Bytes { .. } | T::Json | T::Uuid) => true,
@@ -325,36 +270,18 @@ mod tests {
     use super::*;
 
     fn col(ty: ColumnType) -> Column {
-        Column {
-            name: "c".into(),
-            native: ty.to_string(),
-            ty,
-            nullable: true,
-            has_default: false,
-        }
+        Column { name: "c".into(), native: ty.to_string(), ty, nullable: true, has_default: false }
     }
 
     #[test]
     fn integers_out_of_range_are_refused() {
-        let c = col(ColumnType::Int {
-            bytes: 1,
-            unsigned: false,
-        });
-        assert_eq!(
-            fit(Value::Int(127), &c, &Limits::NONE).unwrap(),
-            Value::Int(127)
-        );
+        let c = col(ColumnType::Int { bytes: 1, unsigned: false });
+        assert_eq!(fit(Value::Int(127), &c, &Limits::NONE).unwrap(), Value::Int(127));
         let e = fit(Value::Int(128), &c, &Limits::NONE).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ValueRange);
         assert_eq!(e.location().column.as_deref(), Some("c"));
-        let u = col(ColumnType::Int {
-            bytes: 8,
-            unsigned: true,
-        });
-        assert_eq!(
-            fit(Value::UInt(u64::MAX), &u, &Limits::NONE).unwrap(),
-            Value::UInt(u64::MAX)
-        );
+        let u = col(ColumnType::Int { bytes: 8, unsigned: true });
+        assert_eq!(fit(Value::UInt(u64::MAX), &u, &Limits::NONE).unwrap(), Value::UInt(u64::MAX));
         assert!(fit(Value::Int(-1), &u, &Limits::NONE).is_err());
     }
 
@@ -363,19 +290,13 @@ mod tests {
         let c = col(ColumnType::Text { max_chars: Some(3) });
         assert!(fit(Value::Text("😀😀😀".into()), &c, &Limits::NONE).is_ok());
         assert!(fit(Value::Text("abcd".into()), &c, &Limits::NONE).is_err());
-        let no_nul = Limits {
-            text_nul: false,
-            ..Limits::NONE
-        };
+        let no_nul = Limits { text_nul: false, ..Limits::NONE };
         assert!(fit(Value::Text("a\0".into()), &c, &no_nul).is_err());
     }
 
     #[test]
     fn decimals_are_never_rounded() {
-        let c = col(ColumnType::Decimal {
-            precision: Some(5),
-            scale: Some(2),
-        });
+        let c = col(ColumnType::Decimal { precision: Some(5), scale: Some(2) });
         let d = |s| Value::Decimal(Decimal::parse(s).unwrap());
         assert_eq!(fit(d("1.5"), &c, &Limits::NONE).unwrap(), d("1.50"));
         assert!(fit(d("1.555"), &c, &Limits::NONE).is_err());
@@ -387,14 +308,8 @@ mod tests {
     fn floats_keep_bits_or_fail() {
         let c = col(ColumnType::Float32);
         assert!(fit(Value::F64(0.1), &c, &Limits::NONE).is_err());
-        assert_eq!(
-            fit(Value::F64(0.5), &c, &Limits::NONE).unwrap(),
-            Value::F32(0.5)
-        );
-        let strict = Limits {
-            float_nan: false,
-            ..Limits::NONE
-        };
+        assert_eq!(fit(Value::F64(0.5), &c, &Limits::NONE).unwrap(), Value::F32(0.5));
+        let strict = Limits { float_nan: false, ..Limits::NONE };
         assert!(fit(Value::F64(f64::NAN), &col(ColumnType::Float64), &strict).is_err());
     }
 
@@ -403,9 +318,6 @@ mod tests {
         let mut c = col(ColumnType::TEXT);
         c.nullable = false;
         assert!(fit(Value::Null, &c, &Limits::NONE).is_err());
-        assert_eq!(
-            fit(Value::Text(String::new()), &c, &Limits::NONE).unwrap(),
-            Value::Text(String::new())
-        );
+        assert_eq!(fit(Value::Text(String::new()), &c, &Limits::NONE).unwrap(), Value::Text(String::new()));
     }
 }

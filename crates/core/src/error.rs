@@ -59,12 +59,7 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error {
-            kind,
-            message: message.into(),
-            location: Location::default(),
-            source: None,
-        }
+        Error { kind, message: message.into(), location: Location::default(), source: None }
     }
 
     pub fn config(message: impl Into<String>) -> Error {
@@ -146,9 +141,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -166,11 +159,7 @@ pub fn redact_url(url: &str) -> String {
         Some(at) => {
             let userinfo = &authority[..at];
             let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_string()
-            };
+            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
             format!("{}{}{}", &url[..scheme_end + 3], masked, &rest[at..])
         }
         None => url.to_string(),
@@ -187,23 +176,14 @@ mod tests {
             .in_column("name")
             .at_key(vec![Value::Int(-3), Value::Text("eu".into())])
             .in_table("customers");
-        assert_eq!(
-            e.to_string(),
-            "table customers, key (-3, eu), column name: value too long for text(5)"
-        );
+        assert_eq!(e.to_string(), "table customers, key (-3, eu), column name: value too long for text(5)");
     }
 
     #[test]
     fn urls_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://app:s3cr3t@127.0.0.1:5432/shop"),
-            "postgres://app:***@127.0.0.1:5432/shop"
-        );
+        assert_eq!(redact_url("postgres://app:s3cr3t@127.0.0.1:5432/shop"), "postgres://app:***@127.0.0.1:5432/shop");
         assert_eq!(redact_url("mysql://root@h/db"), "mysql://root@h/db");
         assert_eq!(redact_url("sqlite:shop.db"), "sqlite:shop.db");
-        assert_eq!(
-            redact_url("postgres://a:p@ss@h/db"),
-            "postgres://a:***@h/db"
-        );
+        assert_eq!(redact_url("postgres://a:p@ss@h/db"), "postgres://a:***@h/db");
     }
 }

@@ -57,10 +57,7 @@ pub struct KeyRange {
 }
 
 impl KeyRange {
-    pub const ALL: KeyRange = KeyRange {
-        after: None,
-        upto: None,
-    };
+    pub const ALL: KeyRange = KeyRange { after: None, upto: None };
 }
 
 /// Builds the predicate `key > after AND key <= upto` over a (composite) key in the
@@ -83,50 +80,27 @@ pub fn key_range_sql(
     if let Some(upto) = &range.upto {
         parts.push(lexicographic_inclusive(&cols, upto, literal));
     }
-    if parts.is_empty() {
-        None
-    } else {
-        Some(parts.join(" AND "))
-    }
+    if parts.is_empty() { None } else { Some(parts.join(" AND ")) }
 }
 
 /// `(c1 op v1) OR (c1 = v1 AND c2 op v2) OR ...`
-fn lexicographic(
-    cols: &[String],
-    vals: &[Value],
-    op: &str,
-    literal: &dyn Fn(&Value) -> String,
-) -> String {
+fn lexicographic(cols: &[String], vals: &[Value], op: &str, literal: &dyn Fn(&Value) -> String) -> String {
     let mut ors = Vec::with_capacity(cols.len());
     for i in 0..cols.len() {
-        let mut ands: Vec<String> = (0..i)
-            .map(|j| format!("{} = {}", cols[j], literal(&vals[j])))
-            .collect();
+        let mut ands: Vec<String> = (0..i).map(|j| format!("{} = {}", cols[j], literal(&vals[j]))).collect();
         ands.push(format!("{} {op} {}", cols[i], literal(&vals[i])));
         ors.push(ands.join(" AND "));
     }
-    if ors.len() == 1 {
-        ors.pop().unwrap_or_default()
-    } else {
-        format!("(({}))", ors.join(") OR ("))
-    }
+    if ors.len() == 1 { ors.pop().unwrap_or_default() } else { format!("(({}))", ors.join(") OR (")) }
 }
 
 /// `key <= vals`: strictly less on some prefix, or equal on all.
-fn lexicographic_inclusive(
-    cols: &[String],
-    vals: &[Value],
-    literal: &dyn Fn(&Value) -> String,
-) -> String {
+fn lexicographic_inclusive(cols: &[String], vals: &[Value], literal: &dyn Fn(&Value) -> String) -> String {
     if cols.len() == 1 {
         return format!("{} <= {}", cols[0], literal(&vals[0]));
     }
     let less = lexicographic(cols, vals, "<", literal);
-    let equal: Vec<String> = cols
-        .iter()
-        .zip(vals)
-        .map(|(c, v)| format!("{c} = {}", literal(v)))
-        .collect();
+    let equal: Vec<String> = cols.iter().zip(vals).map(|(c, v)| format!("{c} = {}", literal(v))).collect();
     format!("({less} OR ({}))", equal.join(" AND "))
 }
 
@@ -146,17 +120,8 @@ mod tests {
             sql,
             "((\"a\" > 1) OR (\"a\" = 1 AND \"b\" > -2)) AND (((\"a\" < 3) OR (\"a\" = 3 AND \"b\" < 0)) OR (\"a\" = 3 AND \"b\" = 0))"
         );
-        assert_eq!(
-            key_range_sql(&key, &KeyRange::ALL, &|c| c.to_string(), &|v| v.to_string()),
-            None
-        );
-        let single = KeyRange {
-            after: None,
-            upto: Some(vec![Value::Int(0)]),
-        };
-        assert_eq!(
-            key_range_sql(&key[..1], &single, &|c| c.to_string(), &|v| v.to_string()).unwrap(),
-            "a <= 0"
-        );
+        assert_eq!(key_range_sql(&key, &KeyRange::ALL, &|c| c.to_string(), &|v| v.to_string()), None);
+        let single = KeyRange { after: None, upto: Some(vec![Value::Int(0)]) };
+        assert_eq!(key_range_sql(&key[..1], &single, &|c| c.to_string(), &|v| v.to_string()).unwrap(), "a <= 0");
     }
 }

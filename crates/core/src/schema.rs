@@ -59,24 +59,14 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
-    pub const I64: ColumnType = ColumnType::Int {
-        bytes: 8,
-        unsigned: false,
-    };
-    pub const I32: ColumnType = ColumnType::Int {
-        bytes: 4,
-        unsigned: false,
-    };
+    pub const I64: ColumnType = ColumnType::Int { bytes: 8, unsigned: false };
+    pub const I32: ColumnType = ColumnType::Int { bytes: 4, unsigned: false };
     pub const TEXT: ColumnType = ColumnType::Text { max_chars: None };
 
     /// The inclusive range of an integer type, as `i128` so unsigned 64-bit fits.
     pub fn int_range(bytes: u8, unsigned: bool) -> (i128, i128) {
         let bits = bytes as u32 * 8;
-        if unsigned {
-            (0, (1i128 << bits) - 1)
-        } else {
-            (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
-        }
+        if unsigned { (0, (1i128 << bits) - 1) } else { (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1) }
     }
 
     /// True for the integer types.
@@ -90,19 +80,11 @@ impl fmt::Display for ColumnType {
         match self {
             ColumnType::Bool => f.write_str("bool"),
             ColumnType::Int { bytes, unsigned } => {
-                write!(
-                    f,
-                    "int{}{}",
-                    *bytes as u32 * 8,
-                    if *unsigned { " unsigned" } else { "" }
-                )
+                write!(f, "int{}{}", *bytes as u32 * 8, if *unsigned { " unsigned" } else { "" })
             }
             ColumnType::Float32 => f.write_str("float32"),
             ColumnType::Float64 => f.write_str("float64"),
-            ColumnType::Decimal {
-                precision: Some(p),
-                scale,
-            } => {
+            ColumnType::Decimal { precision: Some(p), scale } => {
                 write!(f, "decimal({p},{})", scale.unwrap_or(0))
             }
             ColumnType::Decimal { .. } => f.write_str("decimal"),

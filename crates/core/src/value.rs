@@ -163,11 +163,7 @@ impl Decimal {
         if int_part.is_empty() && frac_part.is_empty() {
             return None;
         }
-        if !int_part
-            .bytes()
-            .chain(frac_part.bytes())
-            .all(|b| b.is_ascii_digit())
-        {
+        if !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit()) {
             return None;
         }
         let mut digits: String = format!("{int_part}{frac_part}");
@@ -324,12 +320,7 @@ pub fn format_time(micros: i64) -> String {
     let m = micros.unsigned_abs();
     let us = m % 1_000_000;
     let secs = m / 1_000_000;
-    format!(
-        "{sign}{:02}:{:02}:{:02}.{us:06}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    format!("{sign}{:02}:{:02}:{:02}.{us:06}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 /// `YYYY-MM-DD HH:MM:SS.ffffff`.
@@ -418,11 +409,7 @@ fn parse_fraction(digits: &str) -> Option<i64> {
 pub fn parse_timestamp(s: &str) -> Option<(i64, bool)> {
     let s = s.trim();
     // a leading '-' is a BC year; the date part ends at the first ' ' or 'T' after 8 chars
-    let split = s
-        .char_indices()
-        .skip(8)
-        .find(|(_, c)| *c == ' ' || *c == 'T')
-        .map(|(i, _)| i);
+    let split = s.char_indices().skip(8).find(|(_, c)| *c == ' ' || *c == 'T').map(|(i, _)| i);
     let (date_part, rest) = match split {
         Some(i) => (&s[..i], &s[i + 1..]),
         None => (s, "00:00:00"),
@@ -457,16 +444,10 @@ fn split_offset(s: &str) -> Option<(&str, Option<i64>)> {
     let digits: String = off[1..].chars().filter(|c| *c != ':').collect();
     let (h, m) = match digits.len() {
         2 => (digits.parse::<i64>().ok()?, 0),
-        4 => (
-            digits[..2].parse::<i64>().ok()?,
-            digits[2..].parse::<i64>().ok()?,
-        ),
+        4 => (digits[..2].parse::<i64>().ok()?, digits[2..].parse::<i64>().ok()?),
         _ => return None,
     };
-    Some((
-        t.trim_end(),
-        Some(sign * (h * 3600 + m * 60) * MICROS_PER_SECOND),
-    ))
+    Some((t.trim_end(), Some(sign * (h * 3600 + m * 60) * MICROS_PER_SECOND)))
 }
 
 #[cfg(test)]
@@ -482,10 +463,7 @@ mod tests {
         assert_eq!(d(".5"), "0.5");
         assert_eq!(d("1.5e3"), "1500");
         assert_eq!(d("1.25E-3"), "0.00125");
-        assert_eq!(
-            d("123456789012345678901234567890.123456789"),
-            "123456789012345678901234567890.123456789"
-        );
+        assert_eq!(d("123456789012345678901234567890.123456789"), "123456789012345678901234567890.123456789");
         assert!(Decimal::parse("1.2.3").is_none());
         assert!(Decimal::parse("abc").is_none());
         assert!(Decimal::parse("").is_none());
@@ -495,14 +473,7 @@ mod tests {
     fn decimal_rescale_never_rounds() {
         let d = Decimal::parse("12.3").unwrap();
         assert_eq!(d.with_scale(3).unwrap().as_str(), "12.300");
-        assert_eq!(
-            Decimal::parse("12.300")
-                .unwrap()
-                .with_scale(1)
-                .unwrap()
-                .as_str(),
-            "12.3"
-        );
+        assert_eq!(Decimal::parse("12.300").unwrap().with_scale(1).unwrap().as_str(), "12.3");
         assert!(Decimal::parse("12.35").unwrap().with_scale(1).is_none());
         assert_eq!(Decimal::parse("-5.5").unwrap().with_scale(0), None);
         assert_eq!(Decimal::parse("-5.0").unwrap().to_i128(), Some(-5));
@@ -535,14 +506,8 @@ mod tests {
 
     #[test]
     fn times_and_uuids() {
-        assert_eq!(
-            parse_time("-838:59:59.000001"),
-            Some(-(838 * 3600 + 59 * 60 + 59) * 1_000_000 - 1)
-        );
-        assert_eq!(
-            format_time(parse_time("24:00:00").unwrap()),
-            "24:00:00.000000"
-        );
+        assert_eq!(parse_time("-838:59:59.000001"), Some(-(838 * 3600 + 59 * 60 + 59) * 1_000_000 - 1));
+        assert_eq!(format_time(parse_time("24:00:00").unwrap()), "24:00:00.000000");
         let u = parse_uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap();
         assert_eq!(format_uuid(&u), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
     }

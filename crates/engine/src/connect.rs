@@ -14,16 +14,10 @@ pub fn connector(url: &SecretUrl, base_dir: &Path) -> Result<Arc<dyn Connector>>
     } else if raw.starts_with("mysql://") {
         Ok(Arc::new(pontoon_mysql::MysqlConnector::new(url)?))
     } else if let Some(rest) = raw.strip_prefix("mariadb://") {
-        Ok(Arc::new(pontoon_mysql::MysqlConnector::new(
-            &SecretUrl::new(format!("mysql://{rest}")),
-        )?))
+        Ok(Arc::new(pontoon_mysql::MysqlConnector::new(&SecretUrl::new(format!("mysql://{rest}")))?))
     } else if raw.starts_with("sqlite:") {
-        Ok(Arc::new(pontoon_sqlite::SqliteConnector::new(
-            url, base_dir,
-        )?))
+        Ok(Arc::new(pontoon_sqlite::SqliteConnector::new(url, base_dir)?))
     } else {
-        Err(Error::config(format!(
-            "unsupported database URL {url}: expected postgres://, mysql:// or sqlite:"
-        )))
+        Err(Error::config(format!("unsupported database URL {url}: expected postgres://, mysql:// or sqlite:")))
     }
 }

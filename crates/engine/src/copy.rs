@@ -19,8 +19,7 @@ use std::time::Instant;
 
 use pontoon_core::convert::fit;
 use pontoon_core::{
-    Connector, Error, ErrorKind, KeyRange, Limits, PartitionFilter, Reader, Result, Row,
-    TableSchema, Value, Writer,
+    Connector, Error, ErrorKind, KeyRange, Limits, PartitionFilter, Reader, Result, Row, TableSchema, Value, Writer,
 };
 use pontoon_state::{ChunkPlan, ChunkRecord, StateStore, TableState};
 use serde::Serialize;
@@ -99,37 +98,23 @@ pub async fn copy(ctx: &CopyContext, plan: &Plan) -> Result<CopyReport> {
             let tprog = &ctx.progress.tables[i];
             tprog.chunks_total.store(p.total, Ordering::Relaxed);
             tprog.chunks_done.store(p.skipped, Ordering::Relaxed);
-            tprog.set_phase(if p.pending.is_empty() {
-                Phase::Done
-            } else {
-                Phase::Waiting
-            });
+            tprog.set_phase(if p.pending.is_empty() { Phase::Done } else { Phase::Waiting });
             prepared.push(p);
         }
     }
 
-    let queue: VecDeque<(usize, ChunkRecord)> = prepared
-        .iter()
-        .enumerate()
-        .flat_map(|(i, p)| p.pending.iter().cloned().map(move |c| (i, c)))
-        .collect();
+    let queue: VecDeque<(usize, ChunkRecord)> =
+        prepared.iter().enumerate().flat_map(|(i, p)| p.pending.iter().cloned().map(move |c| (i, c))).collect();
     let shared = Arc::new(Shared {
         queue: Mutex::new(queue),
         failed: Mutex::new(HashMap::new()),
         fatal: Mutex::new(None),
         copied: Mutex::new(HashMap::new()),
-        tables: prepared
-            .iter()
-            .map(|p| (p.plan.clone(), p.write.clone()))
-            .collect(),
+        tables: prepared.iter().map(|p| (p.plan.clone(), p.write.clone())).collect(),
         throttle: Throttle::new(ctx.settings.max_rows_per_second),
         limits: ctx.target.limits(),
     });
-    let workers = ctx
-        .settings
-        .workers
-        .max(1)
-        .min(shared.queue.lock().map(|q| q.len()).unwrap_or(1).max(1));
+    let workers = ctx.settings.workers.max(1).min(shared.queue.lock().map(|q| q.len()).unwrap_or(1).max(1));
     let mut set = tokio::task::JoinSet::new();
     for id in 0..workers {
         let ctx = ctx.clone();
@@ -141,25 +126,12 @@ pub async fn copy(ctx: &CopyContext, plan: &Plan) -> Result<CopyReport> {
             return Err(Error::internal(format!("a copy worker panicked: {e}")));
         }
     }
-    if let Some(e) = shared
-        .fatal
-        .lock()
-        .map_err(|_| Error::internal("poisoned"))?
-        .take()
-    {
+    if let Some(e) = shared.fatal.lock().map_err(|_| Error::internal("poisoned"))?.take() {
         return Err(e);
     }
 
-    let failed = shared
-        .failed
-        .lock()
-        .map_err(|_| Error::internal("poisoned"))?
-        .clone();
-    let copied = shared
-        .copied
-        .lock()
-        .map_err(|_| Error::internal("poisoned"))?
-        .clone();
+    let failed = shared.failed.lock().map_err(|_| Error::internal("poisoned"))?.clone();
+    let copied = shared.copied.lock().map_err(|_| Error::internal("poisoned"))?.clone();
     let mut tables = Vec::new();
     let mut interrupted = false;
     for (i, p) in prepared.iter().enumerate() {
@@ -168,8 +140,7 @@ pub async fn copy(ctx: &CopyContext, plan: &Plan) -> Result<CopyReport> {
         let remaining = p.pending.len() as u64 - chunks;
         let (state, error) = match failed.get(&i) {
             Some(msg) => {
-                ctx.state
-                    .set_table_state(name, TableState::Failed, Some(msg))?;
+                ctx.state.set_table_state(name, TableState::Failed, Some(msg))?;
                 ctx.progress.tables[i].set_phase(Phase::Failed);
                 ("failed", Some(msg.clone()))
             }
@@ -215,13 +186,9 @@ async fn prepare(
         Some(t) => t,
         None => {
             tracing::info!(table = %tp.target_name(), "creating target table");
-            writer
-                .create_table(&tp.wanted)
-                .await
-                .map_err(|e| e.in_table(tp.target_name()))?;
+            writer.create_table(&tp.wanted).await.map_err(|e| e.in_table(tp.target_name()))?;
             writer.describe(tp.target_name()).await?.ok_or_else(|| {
-                Error::schema("target table missing right after it was created")
-                    .in_table(tp.target_name())
+                Error::schema("target table missing right after it was created").in_table(tp.target_name())
             })?
         }
     };
@@ -240,8 +207,7 @@ async fn prepare(
         None => {
             let chunks = plan_chunks(ctx, tp, reader).await?;
             tracing::info!(table = %name, chunks = chunks.len(), "planned chunks");
-            ctx.state
-                .plan_table(name, tp.target_name(), &fingerprint, &chunks)?;
+            ctx.state.plan_table(name, tp.target_name(), &fingerprint, &chunks)?;
         }
     }
     let all = ctx.state.chunks(name)?;
@@ -251,40 +217,22 @@ async fn prepare(
     if !pending.is_empty() {
         ctx.state.set_table_state(name, TableState::Copying, None)?;
     }
-    Ok(Prepared {
-        plan: tp.clone(),
-        write,
-        pending,
-        skipped,
-        total,
-    })
+    Ok(Prepared { plan: tp.clone(), write, pending, skipped, total })
 }
 
 /// Walks the key index to cut the table into chunks of `chunk_rows` rows; with
 /// `partition_by`, per partition, smallest partition first.
-async fn plan_chunks(
-    ctx: &CopyContext,
-    tp: &TablePlan,
-    reader: &mut dyn Reader,
-) -> Result<Vec<ChunkPlan>> {
+async fn plan_chunks(ctx: &CopyContext, tp: &TablePlan, reader: &mut dyn Reader) -> Result<Vec<ChunkPlan>> {
     let step = ctx.settings.chunk_rows.max(1);
     let mut out = Vec::new();
     match &tp.job.partition_by {
         Some(col) => {
-            let ty = tp
-                .source
-                .column(col)
-                .map(|c| c.ty.clone())
-                .ok_or_else(|| Error::schema(format!("no column {col}")))?;
-            let parts = reader
-                .partitions(&tp.scan.table, col, &ty, tp.scan.filter.as_deref())
-                .await?;
+            let ty =
+                tp.source.column(col).map(|c| c.ty.clone()).ok_or_else(|| Error::schema(format!("no column {col}")))?;
+            let parts = reader.partitions(&tp.scan.table, col, &ty, tp.scan.filter.as_deref()).await?;
             for (value, count) in parts {
                 let mut scan = tp.scan.clone();
-                scan.partition = Some(PartitionFilter {
-                    column: col.clone(),
-                    value: value.clone(),
-                });
+                scan.partition = Some(PartitionFilter { column: col.clone(), value: value.clone() });
                 walk(reader, &scan, step, count, Some(value), &mut out).await?;
             }
         }
@@ -308,10 +256,7 @@ async fn walk(
             Some(k) => {
                 out.push(ChunkPlan {
                     partition: partition.clone(),
-                    range: KeyRange {
-                        after: after.take(),
-                        upto: Some(k.clone()),
-                    },
+                    range: KeyRange { after: after.take(), upto: Some(k.clone()) },
                     rows_estimate: step,
                 });
                 after = Some(k);
@@ -319,11 +264,7 @@ async fn walk(
             }
             None => {
                 let rest = estimate.saturating_sub(full * step);
-                out.push(ChunkPlan {
-                    partition,
-                    range: KeyRange { after, upto: None },
-                    rows_estimate: rest,
-                });
+                out.push(ChunkPlan { partition, range: KeyRange { after, upto: None }, rows_estimate: rest });
                 return Ok(());
             }
         }
@@ -421,22 +362,17 @@ async fn copy_chunk(
     let table = &tp.job.source;
     ctx.state.start_chunk(table, chunk.seq)?;
     let mut scan = tp.scan.clone();
-    scan.partition = chunk.partition.clone().and_then(|value| {
-        tp.job
-            .partition_by
-            .clone()
-            .map(|column| PartitionFilter { column, value })
-    });
+    scan.partition = chunk
+        .partition
+        .clone()
+        .and_then(|value| tp.job.partition_by.clone().map(|column| PartitionFilter { column, value }));
     let mut backoff = ctx.retry.backoff();
     let rows = loop {
         match read_chunk(ctx, conns, &scan, &chunk.range).await {
             Ok(rows) => break rows,
             Err(e) => {
                 conns.reader = None;
-                backoff
-                    .retry_after("read chunk", e)
-                    .await
-                    .map_err(|e| e.in_table(table))?;
+                backoff.retry_after("read chunk", e).await.map_err(|e| e.in_table(table))?;
             }
         }
     };
@@ -448,10 +384,7 @@ async fn copy_chunk(
             Ok(n) => break n,
             Err(e) => {
                 conns.writer = None;
-                backoff
-                    .retry_after("write chunk", e)
-                    .await
-                    .map_err(|e| e.in_table(table))?;
+                backoff.retry_after("write chunk", e).await.map_err(|e| e.in_table(table))?;
             }
         }
     };
@@ -474,12 +407,7 @@ async fn read_chunk(
     }
 }
 
-async fn write_chunk(
-    ctx: &CopyContext,
-    conns: &mut Conns,
-    write: &TableSchema,
-    rows: &[Row],
-) -> Result<u64> {
+async fn write_chunk(ctx: &CopyContext, conns: &mut Conns, write: &TableSchema, rows: &[Row]) -> Result<u64> {
     if rows.is_empty() {
         return Ok(0);
     }
@@ -494,15 +422,8 @@ async fn write_chunk(
 
 /// Fits every value to its target column; the first value that does not fit is an
 /// error naming table, key and column.
-fn fit_rows(
-    mut rows: Vec<Row>,
-    tp: &TablePlan,
-    write: &TableSchema,
-    limits: &Limits,
-) -> Result<Vec<Row>> {
-    let is_key: Vec<bool> = (0..write.columns.len())
-        .map(|i| tp.key_positions.contains(&i))
-        .collect();
+fn fit_rows(mut rows: Vec<Row>, tp: &TablePlan, write: &TableSchema, limits: &Limits) -> Result<Vec<Row>> {
+    let is_key: Vec<bool> = (0..write.columns.len()).map(|i| tp.key_positions.contains(&i)).collect();
     for row in &mut rows {
         for i in 0..row.len() {
             // a key cell is kept so the error can name the whole key

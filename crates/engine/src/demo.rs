@@ -4,9 +4,7 @@
 
 use std::path::Path;
 
-use pontoon_core::{
-    Column, ColumnType, Connector, Decimal, Result, Row, SecretUrl, TableSchema, Value,
-};
+use pontoon_core::{Column, ColumnType, Connector, Decimal, Result, Row, SecretUrl, TableSchema, Value};
 
 /// Rows per table at scale 1.0.
 pub const CUSTOMERS: u64 = 50_000;
@@ -62,18 +60,10 @@ impl Rng {
 }
 
 fn col(name: &str, ty: ColumnType, nullable: bool) -> Column {
-    Column {
-        name: name.into(),
-        ty,
-        nullable,
-        native: String::new(),
-        has_default: false,
-    }
+    Column { name: name.into(), ty, nullable, native: String::new(), has_default: false }
 }
 
-const COUNTRIES: [&str; 12] = [
-    "de", "fr", "us", "jp", "br", "in", "ng", "se", "es", "it", "kr", "mx",
-];
+const COUNTRIES: [&str; 12] = ["de", "fr", "us", "jp", "br", "in", "ng", "se", "es", "it", "kr", "mx"];
 const STATUSES: [&str; 4] = ["draft", "paid", "shipped", "cancelled"];
 const BASE_TS: i64 = 1_700_000_000_000_000;
 
@@ -94,13 +84,7 @@ pub async fn build_shop(dir: &Path, scale: f64) -> Result<u64> {
         name: "customers".into(),
         columns: vec![
             col("id", ColumnType::I64, false),
-            col(
-                "name",
-                ColumnType::Text {
-                    max_chars: Some(100),
-                },
-                false,
-            ),
+            col("name", ColumnType::Text { max_chars: Some(100) }, false),
             col("email", ColumnType::TEXT, true),
             col("country", ColumnType::Text { max_chars: Some(2) }, false),
             col("created_at", ColumnType::Timestamp, false),
@@ -112,21 +96,8 @@ pub async fn build_shop(dir: &Path, scale: f64) -> Result<u64> {
         columns: vec![
             col("id", ColumnType::I64, false),
             col("customer_id", ColumnType::I64, false),
-            col(
-                "status",
-                ColumnType::Text {
-                    max_chars: Some(16),
-                },
-                false,
-            ),
-            col(
-                "amount",
-                ColumnType::Decimal {
-                    precision: Some(12),
-                    scale: Some(2),
-                },
-                false,
-            ),
+            col("status", ColumnType::Text { max_chars: Some(16) }, false),
+            col("amount", ColumnType::Decimal { precision: Some(12), scale: Some(2) }, false),
             col("created_at", ColumnType::Timestamp, false),
             col("note", ColumnType::TEXT, true),
         ],
@@ -137,22 +108,9 @@ pub async fn build_shop(dir: &Path, scale: f64) -> Result<u64> {
         columns: vec![
             col("order_id", ColumnType::I64, false),
             col("line_no", ColumnType::I32, false),
-            col(
-                "sku",
-                ColumnType::Text {
-                    max_chars: Some(32),
-                },
-                false,
-            ),
+            col("sku", ColumnType::Text { max_chars: Some(32) }, false),
             col("qty", ColumnType::I32, false),
-            col(
-                "unit_price",
-                ColumnType::Decimal {
-                    precision: Some(10),
-                    scale: Some(2),
-                },
-                false,
-            ),
+            col("unit_price", ColumnType::Decimal { precision: Some(10), scale: Some(2) }, false),
         ],
         primary_key: vec!["order_id".into(), "line_no".into()],
     };
@@ -163,16 +121,12 @@ pub async fn build_shop(dir: &Path, scale: f64) -> Result<u64> {
     let mut total = 0;
     let mut batch: Vec<Row> = Vec::with_capacity(10_000);
     for id in 1..=n_customers as i64 {
-        let country = COUNTRIES[(rng.below(1000) as usize * rng.below(1000) as usize / 90_000)
-            .min(COUNTRIES.len() - 1)];
+        let country =
+            COUNTRIES[(rng.below(1000) as usize * rng.below(1000) as usize / 90_000).min(COUNTRIES.len() - 1)];
         batch.push(vec![
             Value::Int(id),
             Value::Text(format!("Customer {id} ✓")),
-            if id % 17 == 0 {
-                Value::Null
-            } else {
-                Value::Text(format!("c{id}@example.com"))
-            },
+            if id % 17 == 0 { Value::Null } else { Value::Text(format!("c{id}@example.com")) },
             Value::Text(country.into()),
             Value::Timestamp(BASE_TS + rng.below(31_536_000_000_000) as i64),
         ]);
@@ -190,15 +144,10 @@ pub async fn build_shop(dir: &Path, scale: f64) -> Result<u64> {
             Value::Int(1 + rng.below(n_customers) as i64),
             Value::Text(STATUSES[rng.below(4) as usize].into()),
             Value::Decimal(
-                Decimal::parse(&format!("{}.{:02}", cents / 100, cents % 100))
-                    .unwrap_or(Decimal::from_i128(0)),
+                Decimal::parse(&format!("{}.{:02}", cents / 100, cents % 100)).unwrap_or(Decimal::from_i128(0)),
             ),
             Value::Timestamp(BASE_TS + rng.below(31_536_000_000_000) as i64),
-            if id % 5 == 0 {
-                Value::Text("gift wrap".into())
-            } else {
-                Value::Null
-            },
+            if id % 5 == 0 { Value::Text("gift wrap".into()) } else { Value::Null },
         ]);
         for line in 1..=ITEMS_PER_ORDER as i64 {
             let price = 50 + rng.below(20_000) as i64;
@@ -208,8 +157,7 @@ pub async fn build_shop(dir: &Path, scale: f64) -> Result<u64> {
                 Value::Text(format!("SKU-{:05}", rng.below(20_000))),
                 Value::Int(1 + rng.below(5) as i64),
                 Value::Decimal(
-                    Decimal::parse(&format!("{}.{:02}", price / 100, price % 100))
-                        .unwrap_or(Decimal::from_i128(0)),
+                    Decimal::parse(&format!("{}.{:02}", price / 100, price % 100)).unwrap_or(Decimal::from_i128(0)),
                 ),
             ]);
         }

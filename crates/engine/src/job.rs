@@ -22,11 +22,7 @@ pub struct JobError {
 
 impl fmt::Display for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line > 0 {
-            write!(f, "line {}: {}", self.line, self.message)
-        } else {
-            f.write_str(&self.message)
-        }
+        if self.line > 0 { write!(f, "line {}: {}", self.line, self.message) } else { f.write_str(&self.message) }
     }
 }
 
@@ -40,12 +36,7 @@ pub struct JobErrors {
 impl fmt::Display for JobErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.errors.len();
-        write!(
-            f,
-            "{}: {n} error{} in the job file",
-            self.path.display(),
-            if n == 1 { "" } else { "s" }
-        )?;
+        write!(f, "{}: {n} error{} in the job file", self.path.display(), if n == 1 { "" } else { "s" })?;
         for e in &self.errors {
             write!(f, "\n  {}: {e}", self.path.display())?;
         }
@@ -75,11 +66,7 @@ pub struct CopySettings {
 
 impl Default for CopySettings {
     fn default() -> Self {
-        CopySettings {
-            workers: 4,
-            chunk_rows: 10_000,
-            max_rows_per_second: 0,
-        }
+        CopySettings { workers: 4, chunk_rows: 10_000, max_rows_per_second: 0 }
     }
 }
 
@@ -112,9 +99,16 @@ pub struct TableJob {
     pub columns: Vec<ColumnMapping>,
     /// Line of the `[[tables]]` header, for errors found after connecting.
     pub line: usize,
+    /// Line of each key of the entry (`key`, `where`, `exclude`, ...).
+    pub key_lines: Vec<(String, usize)>,
 }
 
 impl TableJob {
+    /// The line of `key` in this entry, or the entry's header line.
+    pub fn line_of(&self, key: &str) -> usize {
+        self.key_lines.iter().find(|(k, _)| k == key).map(|(_, l)| *l).unwrap_or(self.line)
+    }
+
     pub fn target_name(&self) -> &str {
         self.target.as_deref().unwrap_or(&self.source)
     }
@@ -139,34 +133,20 @@ impl Job {
     pub fn load(path: &Path) -> Result<Job, JobErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| JobErrors {
             path: path.to_path_buf(),
-            errors: vec![JobError {
-                line: 0,
-                message: format!("cannot read the job file: {e}"),
-            }],
+            errors: vec![JobError { line: 0, message: format!("cannot read the job file: {e}") }],
         })?;
         Job::parse(path, &text, &|name| std::env::var(name).ok())
     }
 
     /// Parses job text; `env` resolves `${VAR}` references.
-    pub fn parse(
-        path: &Path,
-        text: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Job, JobErrors> {
-        let mut p = Parser {
-            text,
-            env,
-            errors: Vec::new(),
-        };
+    pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Job, JobErrors> {
+        let mut p = Parser { text, env, errors: Vec::new() };
         let job = p.job(path);
         let mut errors = p.errors;
         errors.sort_by_key(|e| e.line);
         match job {
             Some(job) if errors.is_empty() => Ok(job),
-            _ => Err(JobErrors {
-                path: path.to_path_buf(),
-                errors,
-            }),
+            _ => Err(JobErrors { path: path.to_path_buf(), errors }),
         }
     }
 
@@ -175,23 +155,13 @@ impl Job {
         match &self.state {
             Some(url) => {
                 let raw = url.expose();
-                let p = raw
-                    .strip_prefix("sqlite://")
-                    .or_else(|| raw.strip_prefix("sqlite:"))
-                    .unwrap_or(raw);
+                let p = raw.strip_prefix("sqlite://").or_else(|| raw.strip_prefix("sqlite:")).unwrap_or(raw);
                 let p = Path::new(p);
-                if p.is_absolute() {
-                    p.to_path_buf()
-                } else {
-                    self.base_dir.join(p)
-                }
+                if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
             }
             None => {
-                let stem = self
-                    .path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "job".into());
+                let stem =
+                    self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "job".into());
                 self.base_dir.join(format!("{stem}.pontoon.db"))
             }
         }
@@ -214,10 +184,7 @@ impl<'a> Parser<'a> {
 
     fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
         let line = self.line(span);
-        self.errors.push(JobError {
-            line,
-            message: message.into(),
-        });
+        self.errors.push(JobError { line, message: message.into() });
     }
 
     fn job(&mut self, path: &Path) -> Option<Job> {
@@ -225,10 +192,7 @@ impl<'a> Parser<'a> {
             Ok(t) => t,
             Err(e) => {
                 let line = e.span().map(|s| self.line(s)).unwrap_or(0);
-                self.errors.push(JobError {
-                    line,
-                    message: format!("not valid TOML: {}", e.message()),
-                });
+                self.errors.push(JobError { line, message: format!("not valid TOML: {}", e.message()) });
                 return None;
             }
         };
@@ -257,7 +221,10 @@ impl<'a> Parser<'a> {
                     }
                     None => self.err(value.span(), "`tables` must be an array of tables: write `[[tables]]`"),
                 },
-                other => self.err(key.span(), format!("unknown section `{other}` (expected source, target, state, copy, sync, tables)")),
+                other => self.err(
+                    key.span(),
+                    format!("unknown section `{other}` (expected source, target, state, copy, sync, tables)"),
+                ),
             }
         }
         if !root.keys().any(|k| k.get_ref() == "source") {
@@ -273,34 +240,14 @@ impl<'a> Parser<'a> {
                     "target table `{}` is already written by the [[tables]] entry on line {first}",
                     t.target_name()
                 );
-                self.errors.push(JobError {
-                    line: t.line,
-                    message,
-                });
+                self.errors.push(JobError { line: t.line, message });
             }
             seen.push((t.target_name().to_string(), t.line));
         }
-        let base_dir = path
-            .parent()
-            .map(|p| {
-                if p.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    p
-                }
-            })
-            .unwrap_or(Path::new("."));
+        let base_dir =
+            path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p }).unwrap_or(Path::new("."));
         let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
-        Some(Job {
-            path: path.to_path_buf(),
-            base_dir,
-            source: source?,
-            target: target?,
-            state,
-            copy,
-            capture,
-            tables,
-        })
+        Some(Job { path: path.to_path_buf(), base_dir, source: source?, target: target?, state, copy, capture, tables })
     }
 
     fn table_of<'v, 'i>(&mut self, value: &'v Item<'i>, what: &str) -> Option<&'v DeTable<'i>> {
@@ -317,13 +264,7 @@ impl<'a> Parser<'a> {
         match value.get_ref().as_str() {
             Some(s) => Some(s.to_string()),
             None => {
-                self.err(
-                    value.span(),
-                    format!(
-                        "`{what}` must be a string, not {}",
-                        value.get_ref().type_str()
-                    ),
-                );
+                self.err(value.span(), format!("`{what}` must be a string, not {}", value.get_ref().type_str()));
                 None
             }
         }
@@ -340,10 +281,7 @@ impl<'a> Parser<'a> {
 
     fn strings(&mut self, value: &Item<'_>, what: &str) -> Option<Vec<String>> {
         let Some(arr) = value.get_ref().as_array() else {
-            self.err(
-                value.span(),
-                format!("`{what}` must be an array of strings"),
-            );
+            self.err(value.span(), format!("`{what}` must be an array of strings"));
             return None;
         };
         let mut out = Vec::new();
@@ -354,17 +292,11 @@ impl<'a> Parser<'a> {
     }
 
     fn unsigned(&mut self, value: &Item<'_>, what: &str, min: u64) -> Option<u64> {
-        let parsed = value
-            .get_ref()
-            .as_integer()
-            .and_then(|i| u64::from_str_radix(i.as_str(), i.radix()).ok());
+        let parsed = value.get_ref().as_integer().and_then(|i| u64::from_str_radix(i.as_str(), i.radix()).ok());
         match parsed {
             Some(n) if n >= min => Some(n),
             _ => {
-                self.err(
-                    value.span(),
-                    format!("`{what}` must be an integer >= {min}"),
-                );
+                self.err(value.span(), format!("`{what}` must be an integer >= {min}"));
                 None
             }
         }
@@ -380,23 +312,14 @@ impl<'a> Parser<'a> {
                         url = self.expand_env(&raw, v.span(), section);
                     }
                 }
-                other => self.err(
-                    k.span(),
-                    format!("unknown key `{other}` in [{section}] (expected url)"),
-                ),
+                other => self.err(k.span(), format!("unknown key `{other}` in [{section}] (expected url)")),
             }
         }
         if url.is_none() && !table.keys().any(|k| k.get_ref() == "url") {
             self.err(value.span(), format!("[{section}] needs `url`"));
         }
         let url = url?;
-        let known = [
-            "postgres://",
-            "postgresql://",
-            "mysql://",
-            "mariadb://",
-            "sqlite:",
-        ];
+        let known = ["postgres://", "postgresql://", "mysql://", "mariadb://", "sqlite:"];
         if !known.iter().any(|p| url.starts_with(p)) {
             self.err(
                 value.span(),
@@ -408,10 +331,7 @@ impl<'a> Parser<'a> {
             return None;
         }
         if section == "state" && !url.starts_with("sqlite:") {
-            self.err(
-                value.span(),
-                "[state] url: only an SQLite state store (sqlite:PATH) is supported so far",
-            );
+            self.err(value.span(), "[state] url: only an SQLite state store (sqlite:PATH) is supported so far");
             return None;
         }
         Some(SecretUrl::new(url))
@@ -427,20 +347,14 @@ impl<'a> Parser<'a> {
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
             let Some(end) = after.find('}') else {
-                self.err(
-                    span.clone(),
-                    format!("[{section}] url: `${{` without a closing `}}`"),
-                );
+                self.err(span.clone(), format!("[{section}] url: `${{` without a closing `}}`"));
                 return None;
             };
             let name = &after[..end];
             match (self.env)(name) {
                 Some(v) => out.push_str(&v),
                 None => {
-                    self.err(
-                        span.clone(),
-                        format!("[{section}] url: environment variable {name} is not set"),
-                    );
+                    self.err(span.clone(), format!("[{section}] url: environment variable {name} is not set"));
                     ok = false;
                 }
             }
@@ -475,7 +389,10 @@ impl<'a> Parser<'a> {
                         copy.max_rows_per_second = n;
                     }
                 }
-                other => self.err(k.span(), format!("unknown key `{other}` in [copy] (expected workers, chunk_rows, max_rows_per_second)")),
+                other => self.err(
+                    k.span(),
+                    format!("unknown key `{other}` in [copy] (expected workers, chunk_rows, max_rows_per_second)"),
+                ),
             }
         }
     }
@@ -491,7 +408,10 @@ impl<'a> Parser<'a> {
                     Some("triggers") => *capture = Capture::Triggers,
                     Some("outbox") => *capture = Capture::Outbox,
                     Some("none") => *capture = Capture::None,
-                    Some(other) => self.err(v.span(), format!("`sync.capture` must be native, triggers, outbox or none (got `{other}`)")),
+                    Some(other) => self.err(
+                        v.span(),
+                        format!("`sync.capture` must be native, triggers, outbox or none (got `{other}`)"),
+                    ),
                     None => {}
                 },
                 other => self.err(k.span(), format!("unknown key `{other}` in [sync] (expected capture)")),
@@ -502,12 +422,10 @@ impl<'a> Parser<'a> {
     fn table(&mut self, value: &Item<'_>) -> Option<TableJob> {
         let table = self.table_of(value, "tables")?;
         let line = self.line(value.span());
-        let mut tj = TableJob {
-            line,
-            ..TableJob::default()
-        };
+        let mut tj = TableJob { line, ..TableJob::default() };
         let mut columns_item = None;
         for (k, v) in table.iter() {
+            tj.key_lines.push((k.get_ref().to_string(), self.line(k.span())));
             match k.get_ref().as_ref() {
                 "source" => tj.source = self.non_empty_string(v, "source").unwrap_or_default(),
                 "target" => tj.target = self.non_empty_string(v, "target"),
@@ -537,14 +455,9 @@ impl<'a> Parser<'a> {
             tj.columns = self.columns(cols);
         }
         for c in &tj.columns {
-            if tj.exclude.contains(&c.target)
-                && matches!(&c.from, ColumnSource::Column(s) if *s == c.target)
-            {
+            if tj.exclude.contains(&c.target) && matches!(&c.from, ColumnSource::Column(s) if *s == c.target) {
                 let message = format!("column `{}` is both excluded and mapped", c.target);
-                self.errors.push(JobError {
-                    line: c.line,
-                    message,
-                });
+                self.errors.push(JobError { line: c.line, message });
             }
         }
         Some(tj)
@@ -560,10 +473,7 @@ impl<'a> Parser<'a> {
             let line = self.line(k.span());
             let from = if let Some(s) = v.get_ref().as_str() {
                 if s.trim().is_empty() {
-                    self.err(
-                        v.span(),
-                        format!("column `{target}`: the source column name is empty"),
-                    );
+                    self.err(v.span(), format!("column `{target}`: the source column name is empty"));
                     continue;
                 }
                 ColumnSource::Column(s.to_string())
@@ -577,40 +487,25 @@ impl<'a> Parser<'a> {
                             if let Some(name) = self.string(iv, "type") {
                                 match parse_type_name(&name) {
                                     Some(t) => ty = Some(t),
-                                    None => self.err(
-                                        iv.span(),
-                                        format!("column `{target}`: unknown type `{name}`"),
-                                    ),
+                                    None => self.err(iv.span(), format!("column `{target}`: unknown type `{name}`")),
                                 }
                             }
                         }
-                        other => self.err(
-                            ik.span(),
-                            format!(
-                                "column `{target}`: unknown key `{other}` (expected sql, type)"
-                            ),
-                        ),
+                        other => self
+                            .err(ik.span(), format!("column `{target}`: unknown key `{other}` (expected sql, type)")),
                     }
                 }
                 match sql {
                     Some(sql) => ColumnSource::Sql { sql, ty },
                     None => {
                         if !t.keys().any(|k| k.get_ref() == "sql") {
-                            self.err(
-                                v.span(),
-                                format!("column `{target}`: an inline table needs `sql = \"...\"`"),
-                            );
+                            self.err(v.span(), format!("column `{target}`: an inline table needs `sql = \"...\"`"));
                         }
                         continue;
                     }
                 }
             } else {
-                self.err(
-                    v.span(),
-                    format!(
-                        "column `{target}`: expected a source column name or {{ sql = \"...\" }}"
-                    ),
-                );
+                self.err(v.span(), format!("column `{target}`: expected a source column name or {{ sql = \"...\" }}"));
                 continue;
             };
             out.push(ColumnMapping { target, from, line });
@@ -623,26 +518,15 @@ impl<'a> Parser<'a> {
 pub fn parse_type_name(name: &str) -> Option<ColumnType> {
     let n = name.trim().to_ascii_lowercase();
     let (base, args) = match n.split_once('(') {
-        Some((b, rest)) => (
-            b.trim().to_string(),
-            Some(rest.trim_end_matches(')').to_string()),
-        ),
+        Some((b, rest)) => (b.trim().to_string(), Some(rest.trim_end_matches(')').to_string())),
         None => (n.clone(), None),
     };
-    let nums: Vec<u32> = args
-        .as_deref()
-        .map(|a| a.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_default();
+    let nums: Vec<u32> =
+        args.as_deref().map(|a| a.split(',').filter_map(|x| x.trim().parse().ok()).collect()).unwrap_or_default();
     Some(match base.as_str() {
         "bool" | "boolean" => ColumnType::Bool,
-        "int8" | "tinyint" => ColumnType::Int {
-            bytes: 1,
-            unsigned: false,
-        },
-        "int16" | "smallint" => ColumnType::Int {
-            bytes: 2,
-            unsigned: false,
-        },
+        "int8" | "tinyint" => ColumnType::Int { bytes: 1, unsigned: false },
+        "int16" | "smallint" => ColumnType::Int { bytes: 2, unsigned: false },
         "int32" | "int" | "integer" => ColumnType::I32,
         "int64" | "bigint" => ColumnType::I64,
         "float32" | "real" | "float" => ColumnType::Float32,
@@ -652,9 +536,7 @@ pub fn parse_type_name(name: &str) -> Option<ColumnType> {
             scale: nums.get(1).copied().or(nums.first().map(|_| 0)),
         },
         "text" | "string" => ColumnType::TEXT,
-        "varchar" => ColumnType::Text {
-            max_chars: Some(*nums.first()?),
-        },
+        "varchar" => ColumnType::Text { max_chars: Some(*nums.first()?) },
         "bytes" | "bytea" | "blob" => ColumnType::Bytes { max_bytes: None },
         "date" => ColumnType::Date,
         "time" => ColumnType::Time,
@@ -671,9 +553,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Job, JobErrors> {
-        Job::parse(Path::new("/jobs/shop.toml"), text, &|name| {
-            (name == "PW").then(|| "s3cret".to_string())
-        })
+        Job::parse(Path::new("/jobs/shop.toml"), text, &|name| (name == "PW").then(|| "s3cret".to_string()))
     }
 
     #[test]
@@ -702,41 +582,18 @@ amount_cents = { sql = "amount * 100", type = "bigint" }
 "#,
         )
         .unwrap();
-        assert_eq!(
-            job.source.expose(),
-            "mysql://app:s3cret@127.0.0.1:3306/shop"
-        );
-        assert_eq!(
-            job.source.to_string(),
-            "mysql://app:***@127.0.0.1:3306/shop"
-        );
-        assert_eq!(
-            job.copy,
-            CopySettings {
-                workers: 2,
-                chunk_rows: 500,
-                max_rows_per_second: 0
-            }
-        );
+        assert_eq!(job.source.expose(), "mysql://app:s3cret@127.0.0.1:3306/shop");
+        assert_eq!(job.source.to_string(), "mysql://app:***@127.0.0.1:3306/shop");
+        assert_eq!(job.copy, CopySettings { workers: 2, chunk_rows: 500, max_rows_per_second: 0 });
         assert_eq!(job.capture, Capture::Triggers);
         let t = &job.tables[0];
         assert_eq!(t.target_name(), "orders_v2");
         assert_eq!(t.line, 11, "the [[tables]] header line");
         assert_eq!(
             t.columns[0],
-            ColumnMapping {
-                target: "order_number".into(),
-                from: ColumnSource::Column("order_no".into()),
-                line: 19
-            }
+            ColumnMapping { target: "order_number".into(), from: ColumnSource::Column("order_no".into()), line: 19 }
         );
-        assert_eq!(
-            t.columns[1].from,
-            ColumnSource::Sql {
-                sql: "amount * 100".into(),
-                ty: Some(ColumnType::I64)
-            }
-        );
+        assert_eq!(t.columns[1].from, ColumnSource::Sql { sql: "amount * 100".into(), ty: Some(ColumnType::I64) });
         assert_eq!(job.state_path(), Path::new("/jobs/shop.pontoon.db"));
     }
 
@@ -759,57 +616,15 @@ b = 5
 "#,
         )
         .unwrap_err();
-        let lines: Vec<(usize, &str)> = errs
-            .errors
-            .iter()
-            .map(|e| (e.line, e.message.as_str()))
-            .collect();
-        assert!(
-            lines
-                .iter()
-                .any(|(l, m)| *l == 1 && m.contains("url must start with")),
-            "{lines:?}"
-        );
-        assert!(
-            lines
-                .iter()
-                .any(|(l, m)| *l == 4 && m.contains("NOPE is not set")),
-            "{lines:?}"
-        );
-        assert!(
-            lines.iter().any(|(l, m)| *l == 6 && m.contains("workers")),
-            "{lines:?}"
-        );
-        assert!(
-            lines
-                .iter()
-                .any(|(l, m)| *l == 7 && m.contains("unknown key `chunk_size`")),
-            "{lines:?}"
-        );
-        assert!(
-            lines
-                .iter()
-                .any(|(l, m)| *l == 8 && m.contains("needs `source`")),
-            "{lines:?}"
-        );
-        assert!(
-            lines
-                .iter()
-                .any(|(l, m)| *l == 10 && m.contains("unknown key `colour`")),
-            "{lines:?}"
-        );
-        assert!(
-            lines
-                .iter()
-                .any(|(l, m)| *l == 12 && m.contains("must not be empty")),
-            "{lines:?}"
-        );
-        assert!(
-            lines
-                .iter()
-                .any(|(l, m)| *l == 13 && m.contains("column `b`")),
-            "{lines:?}"
-        );
+        let lines: Vec<(usize, &str)> = errs.errors.iter().map(|e| (e.line, e.message.as_str())).collect();
+        assert!(lines.iter().any(|(l, m)| *l == 1 && m.contains("url must start with")), "{lines:?}");
+        assert!(lines.iter().any(|(l, m)| *l == 4 && m.contains("NOPE is not set")), "{lines:?}");
+        assert!(lines.iter().any(|(l, m)| *l == 6 && m.contains("workers")), "{lines:?}");
+        assert!(lines.iter().any(|(l, m)| *l == 7 && m.contains("unknown key `chunk_size`")), "{lines:?}");
+        assert!(lines.iter().any(|(l, m)| *l == 8 && m.contains("needs `source`")), "{lines:?}");
+        assert!(lines.iter().any(|(l, m)| *l == 10 && m.contains("unknown key `colour`")), "{lines:?}");
+        assert!(lines.iter().any(|(l, m)| *l == 12 && m.contains("must not be empty")), "{lines:?}");
+        assert!(lines.iter().any(|(l, m)| *l == 13 && m.contains("column `b`")), "{lines:?}");
         assert!(!errs.to_string().contains("s3cret"));
     }
 

@@ -8,8 +8,7 @@ use std::collections::HashSet;
 
 use pontoon_core::convert::compatible;
 use pontoon_core::{
-    Column, ColumnType, Connector, Error, ErrorKind, Reader, Result, ScanSpec, SelectExpr,
-    SelectItem, TableSchema,
+    Column, ColumnType, Connector, Error, ErrorKind, Reader, Result, ScanSpec, SelectExpr, SelectItem, TableSchema,
 };
 use serde::Serialize;
 
@@ -39,8 +38,7 @@ impl TablePlan {
     /// A stable description of what this table's copy reads and writes: a resumed run
     /// with a different fingerprint would mix two mappings in one target table.
     pub fn fingerprint(&self) -> String {
-        serde_json::to_string(&(&self.scan, &self.wanted.name, &self.wanted.primary_key))
-            .unwrap_or_default()
+        serde_json::to_string(&(&self.scan, &self.wanted.name, &self.wanted.primary_key)).unwrap_or_default()
     }
 }
 
@@ -69,13 +67,9 @@ impl TablePlan {
             .zip(&self.wanted.columns)
             .map(|(item, col)| {
                 let (source, source_type) = match &item.expr {
-                    SelectExpr::Column(c) => (
-                        c.clone(),
-                        self.source
-                            .column(c)
-                            .map(|s| s.native.clone())
-                            .unwrap_or_default(),
-                    ),
+                    SelectExpr::Column(c) => {
+                        (c.clone(), self.source.column(c).map(|s| s.native.clone()).unwrap_or_default())
+                    }
                     SelectExpr::Sql(s) => (format!("sql: {s}"), "expression".into()),
                 };
                 let target_type = match self.existing.as_ref().and_then(|t| t.column(&col.name)) {
@@ -109,24 +103,15 @@ impl Problems {
 /// table of the job. Errors: `Connect`/`Database` when a side cannot be reached,
 /// `Config` listing every mapping problem with its line.
 pub async fn plan(job: &Job, source: &dyn Connector, target: &dyn Connector) -> Result<Plan> {
-    let mut reader = source
-        .reader()
-        .await
-        .map_err(|e| side_error("source", &job.source, e))?;
-    let mut twriter = target
-        .writer()
-        .await
-        .map_err(|e| side_error("target", &job.target, e))?;
+    let mut reader = source.reader().await.map_err(|e| side_error("source", &job.source, e))?;
+    let mut twriter = target.writer().await.map_err(|e| side_error("target", &job.target, e))?;
     let mut problems = Problems::default();
 
     let table_jobs: Vec<TableJob> = if job.tables.is_empty() {
         let mut all = Vec::new();
         for name in reader.list_tables().await? {
             match reader.describe(&name).await {
-                Ok(Some(s)) if !s.primary_key.is_empty() => all.push(TableJob {
-                    source: name,
-                    ..TableJob::default()
-                }),
+                Ok(Some(s)) if !s.primary_key.is_empty() => all.push(TableJob { source: name, ..TableJob::default() }),
                 Ok(_) => tracing::info!(table = %name, "skipping a table without a primary key"),
                 Err(e) => problems.add(0, format!("table {name}: {e}")),
             }
@@ -167,11 +152,7 @@ pub async fn plan(job: &Job, source: &dyn Connector, target: &dyn Connector) -> 
                 }
             })
             .collect();
-        Err(Error::config(format!(
-            "{} problem(s) with the job:\n  {}",
-            lines.len(),
-            lines.join("\n  ")
-        )))
+        Err(Error::config(format!("{} problem(s) with the job:\n  {}", lines.len(), lines.join("\n  "))))
     }
 }
 
@@ -181,19 +162,12 @@ fn side_error(side: &str, url: &pontoon_core::SecretUrl, e: Error) -> Error {
 }
 
 /// Plans one table; `Ok(None)` when problems were recorded instead.
-async fn plan_table(
-    tj: &TableJob,
-    reader: &mut dyn Reader,
-    problems: &mut Problems,
-) -> Result<Option<TablePlan>> {
+async fn plan_table(tj: &TableJob, reader: &mut dyn Reader, problems: &mut Problems) -> Result<Option<TablePlan>> {
     let line = tj.line;
     let source = match reader.describe(&tj.source).await {
         Ok(Some(s)) => s,
         Ok(None) => {
-            problems.add(
-                line,
-                format!("table `{}` does not exist in the source", tj.source),
-            );
+            problems.add(line, format!("table `{}` does not exist in the source", tj.source));
             return Ok(None);
         }
         Err(e) if matches!(e.kind(), ErrorKind::Unsupported | ErrorKind::Schema) => {
@@ -211,52 +185,32 @@ async fn plan_table(
     };
     if key.is_empty() {
         problems.add(
-            line,
-            format!(
-                "table `{}` has no primary key: set `key = [...]` to a unique, non-null key",
-                tj.source
-            ),
+            tj.line_of("key"),
+            format!("table `{}` has no primary key: set `key = [...]` to a unique, non-null key", tj.source),
         );
     }
     for k in &key {
         if source_col(k).is_none() {
-            problems.add(
-                line,
-                format!(
-                    "key column `{k}` does not exist in source table `{}`",
-                    tj.source
-                ),
-            );
+            problems.add(tj.line_of("key"), format!("key column `{k}` does not exist in source table `{}`", tj.source));
         }
     }
-    for (what, col) in [
-        ("partition_by", &tj.partition_by),
-        ("version_column", &tj.version_column),
-    ] {
+    for (what, col) in [("partition_by", &tj.partition_by), ("version_column", &tj.version_column)] {
         if let Some(c) = col
             && source_col(c).is_none()
         {
-            problems.add(
-                line,
-                format!(
-                    "{what} column `{c}` does not exist in source table `{}`",
-                    tj.source
-                ),
-            );
+            problems
+                .add(tj.line_of(what), format!("{what} column `{c}` does not exist in source table `{}`", tj.source));
         }
     }
     for x in &tj.exclude {
         if source_col(x).is_none() {
             problems.add(
-                line,
-                format!(
-                    "excluded column `{x}` does not exist in source table `{}`",
-                    tj.source
-                ),
+                tj.line_of("exclude"),
+                format!("excluded column `{x}` does not exist in source table `{}`", tj.source),
             );
         }
         if key.contains(x) {
-            problems.add(line, format!("key column `{x}` cannot be excluded"));
+            problems.add(tj.line_of("exclude"), format!("key column `{x}` cannot be excluded"));
         }
     }
 
@@ -290,19 +244,12 @@ async fn plan_table(
             .map(|m| m.target.as_str())
             .collect();
         let names: Vec<&str> = if targets.is_empty() {
-            if renamed_from.contains(c.name.as_str()) {
-                vec![]
-            } else {
-                vec![c.name.as_str()]
-            }
+            if renamed_from.contains(c.name.as_str()) { vec![] } else { vec![c.name.as_str()] }
         } else {
             targets
         };
         for name in names {
-            select.push(SelectItem {
-                expr: SelectExpr::Column(c.name.clone()),
-                ty: c.ty.clone(),
-            });
+            select.push(SelectItem { expr: SelectExpr::Column(c.name.clone()), ty: c.ty.clone() });
             columns.push(Column {
                 name: name.to_string(),
                 ty: c.ty.clone(),
@@ -320,11 +267,8 @@ async fn plan_table(
             ColumnSource::Column(_) => None,
         })
         .collect();
-    let undeclared: Vec<String> = computed
-        .iter()
-        .filter(|(_, _, ty)| ty.is_none())
-        .map(|(_, sql, _)| (*sql).clone())
-        .collect();
+    let undeclared: Vec<String> =
+        computed.iter().filter(|(_, _, ty)| ty.is_none()).map(|(_, sql, _)| (*sql).clone()).collect();
     let mut inferred = if undeclared.is_empty() {
         Vec::new()
     } else {
@@ -333,10 +277,7 @@ async fn plan_table(
             Err(e) if !e.is_transient() => {
                 problems.add(
                     computed[0].0.line,
-                    format!(
-                        "a computed column of table `{}` is not valid SQL on the source: {e}",
-                        tj.source
-                    ),
+                    format!("a computed column of table `{}` is not valid SQL on the source: {e}", tj.source),
                 );
                 vec![ColumnType::TEXT; undeclared.len()]
             }
@@ -349,25 +290,13 @@ async fn plan_table(
             Some(t) => t.clone(),
             None => inferred.next().unwrap_or(ColumnType::TEXT),
         };
-        select.push(SelectItem {
-            expr: SelectExpr::Sql((*sql).clone()),
-            ty: ty.clone(),
-        });
-        columns.push(Column {
-            name: m.target.clone(),
-            ty,
-            nullable: true,
-            native: String::new(),
-            has_default: false,
-        });
+        select.push(SelectItem { expr: SelectExpr::Sql((*sql).clone()), ty: ty.clone() });
+        columns.push(Column { name: m.target.clone(), ty, nullable: true, native: String::new(), has_default: false });
     }
     let mut seen = HashSet::new();
     for c in &columns {
         if !seen.insert(c.name.as_str()) {
-            problems.add(
-                line,
-                format!("target column `{}` is produced twice", c.name),
-            );
+            problems.add(line, format!("target column `{}` is produced twice", c.name));
         }
     }
 
@@ -375,10 +304,7 @@ async fn plan_table(
     let mut key_positions = Vec::new();
     let mut target_key = Vec::new();
     for k in &key {
-        match select
-            .iter()
-            .position(|s| matches!(&s.expr, SelectExpr::Column(c) if c == k))
-        {
+        match select.iter().position(|s| matches!(&s.expr, SelectExpr::Column(c) if c == k)) {
             Some(p) => {
                 key_positions.push(p);
                 target_key.push(columns[p].name.clone());
@@ -392,23 +318,10 @@ async fn plan_table(
     if problems.0.len() > before {
         return Ok(None);
     }
-    let key_types = key
-        .iter()
-        .filter_map(|k| source_col(k).map(|c| c.ty.clone()))
-        .collect();
-    let scan = ScanSpec {
-        table: tj.source.clone(),
-        select,
-        key,
-        key_types,
-        filter: tj.filter.clone(),
-        partition: None,
-    };
-    let wanted = TableSchema {
-        name: tj.target_name().to_string(),
-        columns,
-        primary_key: target_key,
-    };
+    let key_types = key.iter().filter_map(|k| source_col(k).map(|c| c.ty.clone())).collect();
+    let scan =
+        ScanSpec { table: tj.source.clone(), select, key, key_types, filter: tj.filter.clone(), partition: None };
+    let wanted = TableSchema { name: tj.target_name().to_string(), columns, primary_key: target_key };
     let estimated_rows = reader.estimate_rows(&tj.source).await?;
     if let Some(filter) = &tj.filter {
         // validates the filter on the source (read-only, reads one key)
@@ -417,24 +330,13 @@ async fn plan_table(
                 return Err(e);
             }
             problems.add(
-                line,
-                format!(
-                    "`where` of table `{}` is not valid on the source ({filter}): {e}",
-                    tj.source
-                ),
+                tj.line_of("where"),
+                format!("`where` of table `{}` is not valid on the source ({filter}): {e}", tj.source),
             );
             return Ok(None);
         }
     }
-    Ok(Some(TablePlan {
-        job: tj.clone(),
-        source,
-        scan,
-        wanted,
-        existing: None,
-        key_positions,
-        estimated_rows,
-    }))
+    Ok(Some(TablePlan { job: tj.clone(), source, scan, wanted, existing: None, key_positions, estimated_rows }))
 }
 
 /// An existing target table must have every mapped column with a compatible type,
@@ -444,23 +346,20 @@ fn check_existing(tp: &TablePlan, existing: &TableSchema, problems: &mut Problem
     let t = &existing.name;
     for c in &tp.wanted.columns {
         match existing.column(&c.name) {
-            None => problems.add(
-                line,
-                format!("target table `{t}` exists but has no column `{}`", c.name),
-            ),
+            None => problems.add(line, format!("target table `{t}` exists but has no column `{}`", c.name)),
             Some(ec) if !compatible(&c.ty, &ec.ty) => problems.add(
                 line,
-                format!(
-                    "target column `{t}.{}` is {} and cannot hold the source's {}",
-                    c.name, ec.native, c.ty
-                ),
+                format!("target column `{t}.{}` is {} and cannot hold the source's {}", c.name, ec.native, c.ty),
             ),
             Some(_) => {}
         }
     }
     for ec in &existing.columns {
         if !ec.nullable && !ec.has_default && tp.wanted.column(&ec.name).is_none() {
-            problems.add(line, format!("target column `{t}.{}` is NOT NULL without a default and nothing is copied into it", ec.name));
+            problems.add(
+                line,
+                format!("target column `{t}.{}` is NOT NULL without a default and nothing is copied into it", ec.name),
+            );
         }
     }
     let mut want: Vec<&String> = tp.wanted.primary_key.iter().collect();
@@ -488,16 +387,11 @@ pub fn write_schema(tp: &TablePlan, actual: &TableSchema) -> Result<TableSchema>
         .iter()
         .map(|c| {
             actual.column(&c.name).cloned().ok_or_else(|| {
-                Error::schema(format!("target table has no column `{}`", c.name))
-                    .in_table(tp.target_name())
+                Error::schema(format!("target table has no column `{}`", c.name)).in_table(tp.target_name())
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(TableSchema {
-        name: actual.name.clone(),
-        columns,
-        primary_key: tp.wanted.primary_key.clone(),
-    })
+    Ok(TableSchema { name: actual.name.clone(), columns, primary_key: tp.wanted.primary_key.clone() })
 }
 
 /// What `plan` shows for one table.
@@ -533,18 +427,9 @@ pub async fn report(
     for tp in &plan.tables {
         let (partitions, first_partitions) = match &tp.job.partition_by {
             Some(col) => {
-                let ty = tp
-                    .source
-                    .column(col)
-                    .map(|c| c.ty.clone())
-                    .unwrap_or(ColumnType::TEXT);
-                let parts = reader
-                    .partitions(&tp.scan.table, col, &ty, tp.scan.filter.as_deref())
-                    .await?;
-                (
-                    Some(parts.len() as u64),
-                    parts.into_iter().take(5).collect(),
-                )
+                let ty = tp.source.column(col).map(|c| c.ty.clone()).unwrap_or(ColumnType::TEXT);
+                let parts = reader.partitions(&tp.scan.table, col, &ty, tp.scan.filter.as_deref()).await?;
+                (Some(parts.len() as u64), parts.into_iter().take(5).collect())
             }
             None => (None, Vec::new()),
         };
@@ -554,10 +439,7 @@ pub async fn report(
             target_exists: tp.existing.is_some(),
             key: tp.scan.key.clone(),
             estimated_rows: tp.estimated_rows,
-            estimated_chunks: tp
-                .estimated_rows
-                .div_ceil(job.copy.chunk_rows.max(1))
-                .max(1),
+            estimated_chunks: tp.estimated_rows.div_ceil(job.copy.chunk_rows.max(1)).max(1),
             filter: tp.scan.filter.clone(),
             partition_by: tp.job.partition_by.clone(),
             partitions,

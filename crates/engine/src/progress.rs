@@ -86,9 +86,6 @@ impl Progress {
     }
 
     pub fn rows_done(&self) -> u64 {
-        self.tables
-            .iter()
-            .map(|t| t.rows_done.load(Ordering::Relaxed))
-            .sum()
+        self.tables.iter().map(|t| t.rows_done.load(Ordering::Relaxed)).sum()
     }
 }

@@ -39,12 +39,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Starts counting attempts of one operation.
     pub fn backoff(&self) -> Backoff {
-        Backoff {
-            policy: *self,
-            start: Instant::now(),
-            delay: self.first_delay,
-            attempts: 0,
-        }
+        Backoff { policy: *self, start: Instant::now(), delay: self.first_delay, attempts: 0 }
     }
 }
 
@@ -94,17 +89,12 @@ mod tests {
     async fn retries_transient_errors_then_gives_up() {
         let mut b = quick().backoff();
         for _ in 0..3 {
-            b.retry_after("t", Error::new(ErrorKind::Transient, "reset"))
-                .await
-                .unwrap();
+            b.retry_after("t", Error::new(ErrorKind::Transient, "reset")).await.unwrap();
         }
         assert_eq!(b.attempts(), 3);
         let mut given_up = false;
         for _ in 0..1000 {
-            if b.retry_after("t", Error::new(ErrorKind::Transient, "reset"))
-                .await
-                .is_err()
-            {
+            if b.retry_after("t", Error::new(ErrorKind::Transient, "reset")).await.is_err() {
                 given_up = true;
                 break;
             }
@@ -115,10 +105,7 @@ mod tests {
     #[tokio::test]
     async fn permanent_errors_are_not_retried() {
         let mut b = quick().backoff();
-        let e = b
-            .retry_after("t", Error::new(ErrorKind::ValueRange, "too long"))
-            .await
-            .unwrap_err();
+        let e = b.retry_after("t", Error::new(ErrorKind::ValueRange, "too long")).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ValueRange);
         assert_eq!(b.attempts(), 0);
     }

@@ -34,8 +34,7 @@ pub fn status(state: &StateStore) -> Result<Vec<TableStatus>> {
     let mut out = Vec::new();
     for t in state.tables()? {
         let parts = state.progress(&t.name)?;
-        let sum =
-            |f: fn(&pontoon_state::PartitionProgress) -> u64| parts.iter().map(f).sum::<u64>();
+        let sum = |f: fn(&pontoon_state::PartitionProgress) -> u64| parts.iter().map(f).sum::<u64>();
         let partitions = parts
             .iter()
             .filter_map(|p| {
@@ -49,10 +48,7 @@ pub fn status(state: &StateStore) -> Result<Vec<TableStatus>> {
             })
             .collect();
         out.push(TableStatus {
-            state: serde_json::to_value(t.state)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
+            state: serde_json::to_value(t.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
             chunks: sum(|p| p.chunks),
             chunks_done: sum(|p| p.chunks_done),
             rows_estimate: sum(|p| p.rows_estimate),

@@ -16,10 +16,7 @@ pub struct Throttle {
 impl Throttle {
     /// `0` means unthrottled.
     pub fn new(rows_per_second: u64) -> Throttle {
-        Throttle {
-            rows_per_second,
-            state: Mutex::new((rows_per_second as f64, Instant::now())),
-        }
+        Throttle { rows_per_second, state: Mutex::new((rows_per_second as f64, Instant::now())) }
     }
 
     /// Waits until `rows` more rows may be written.
@@ -35,11 +32,7 @@ impl Throttle {
             let tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(rate);
             let left = tokens - rows as f64;
             *s = (left, now);
-            if left < 0.0 {
-                Duration::from_secs_f64(-left / rate)
-            } else {
-                Duration::ZERO
-            }
+            if left < 0.0 { Duration::from_secs_f64(-left / rate) } else { Duration::ZERO }
         };
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
@@ -60,9 +53,6 @@ mod tests {
         }
         // 1000 rows of burst, then 4000 rows at 1000/s
         let waited = start.elapsed();
-        assert!(
-            waited >= Duration::from_millis(3900) && waited < Duration::from_millis(4500),
-            "{waited:?}"
-        );
+        assert!(waited >= Duration::from_millis(3900) && waited < Duration::from_millis(4500), "{waited:?}");
     }
 }

@@ -47,9 +47,7 @@ impl TableState {
             "copied" => TableState::Copied,
             "failed" => TableState::Failed,
             other => {
-                return Err(state_err(format!(
-                    "unknown table state `{other}` in the state store"
-                )));
+                return Err(state_err(format!("unknown table state `{other}` in the state store")));
             }
         })
     }
@@ -125,9 +123,8 @@ fn from_json<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T> {
 impl StateStore {
     /// Opens (creating if needed) the state store at `path`.
     pub fn open(path: &Path) -> Result<StateStore> {
-        let conn = Connection::open(path).map_err(|e| {
-            state_err(format!("cannot open the state store {}", path.display())).with_source(e)
-        })?;
+        let conn = Connection::open(path)
+            .map_err(|e| state_err(format!("cannot open the state store {}", path.display())).with_source(e))?;
         StateStore::init(conn)
     }
 
@@ -137,12 +134,9 @@ impl StateStore {
     }
 
     fn init(conn: Connection) -> Result<StateStore> {
-        conn.busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(db_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db_err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS tables (
@@ -169,11 +163,7 @@ impl StateStore {
         )
         .map_err(db_err)?;
         let version: Option<String> = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
             .optional()
             .map_err(db_err)?;
         match version {
@@ -191,53 +181,36 @@ impl StateStore {
                 )));
             }
         }
-        Ok(StateStore {
-            conn: Mutex::new(conn),
-        })
+        Ok(StateStore { conn: Mutex::new(conn) })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let mut conn = self
-            .conn
-            .lock()
-            .map_err(|_| state_err("state store lock poisoned"))?;
+        let mut conn = self.conn.lock().map_err(|_| state_err("state store lock poisoned"))?;
         f(&mut conn).map_err(db_err)
     }
 
     pub fn table(&self, name: &str) -> Result<Option<TableRecord>> {
         let row = self.with(|c| {
-            c.query_row(
-                "SELECT name, target, state, fingerprint, error FROM tables WHERE name = ?1",
-                [name],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get(4)?,
-                    ))
-                },
-            )
+            c.query_row("SELECT name, target, state, fingerprint, error FROM tables WHERE name = ?1", [name], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get(4)?,
+                ))
+            })
             .optional()
         })?;
         row.map(|(name, target, state, fingerprint, error)| {
-            Ok(TableRecord {
-                name,
-                target,
-                state: TableState::parse(&state)?,
-                fingerprint,
-                error,
-            })
+            Ok(TableRecord { name, target, state: TableState::parse(&state)?, fingerprint, error })
         })
         .transpose()
     }
 
     pub fn tables(&self) -> Result<Vec<TableRecord>> {
         let rows = self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT name, target, state, fingerprint, error FROM tables ORDER BY name",
-            )?;
+            let mut st = c.prepare("SELECT name, target, state, fingerprint, error FROM tables ORDER BY name")?;
             let rows = st.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -251,34 +224,16 @@ impl StateStore {
         })?;
         rows.into_iter()
             .map(|(name, target, state, fingerprint, error)| {
-                Ok(TableRecord {
-                    name,
-                    target,
-                    state: TableState::parse(&state)?,
-                    fingerprint,
-                    error,
-                })
+                Ok(TableRecord { name, target, state: TableState::parse(&state)?, fingerprint, error })
             })
             .collect()
     }
 
     /// Records a table's planned chunks, all or nothing. Fails if chunks exist.
-    pub fn plan_table(
-        &self,
-        name: &str,
-        target: &str,
-        fingerprint: &str,
-        chunks: &[ChunkPlan],
-    ) -> Result<()> {
+    pub fn plan_table(&self, name: &str, target: &str, fingerprint: &str, chunks: &[ChunkPlan]) -> Result<()> {
         let encoded: Vec<(Option<String>, String, u64)> = chunks
             .iter()
-            .map(|c| {
-                Ok((
-                    c.partition.as_ref().map(to_json).transpose()?,
-                    to_json(&c.range)?,
-                    c.rows_estimate,
-                ))
-            })
+            .map(|c| Ok((c.partition.as_ref().map(to_json).transpose()?, to_json(&c.range)?, c.rows_estimate)))
             .collect::<Result<_>>()?;
         self.with(|c| {
             let tx = c.transaction()?;
@@ -298,12 +253,7 @@ impl StateStore {
         })
     }
 
-    pub fn set_table_state(
-        &self,
-        name: &str,
-        state: TableState,
-        error: Option<&str>,
-    ) -> Result<()> {
+    pub fn set_table_state(&self, name: &str, state: TableState, error: Option<&str>) -> Result<()> {
         self.with(|c| {
             c.execute(
                 "UPDATE tables SET state = ?2, error = ?3, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE name = ?1",
@@ -335,20 +285,18 @@ impl StateStore {
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
         rows.into_iter()
-            .map(
-                |(seq, partition, range, est, done, rows, attempts, completions)| {
-                    Ok(ChunkRecord {
-                        seq: seq as u64,
-                        partition: partition.as_deref().map(from_json).transpose()?,
-                        range: from_json(&range)?,
-                        rows_estimate: est as u64,
-                        done,
-                        rows: rows as u64,
-                        attempts: attempts as u64,
-                        completions: completions as u64,
-                    })
-                },
-            )
+            .map(|(seq, partition, range, est, done, rows, attempts, completions)| {
+                Ok(ChunkRecord {
+                    seq: seq as u64,
+                    partition: partition.as_deref().map(from_json).transpose()?,
+                    range: from_json(&range)?,
+                    rows_estimate: est as u64,
+                    done,
+                    rows: rows as u64,
+                    attempts: attempts as u64,
+                    completions: completions as u64,
+                })
+            })
             .collect()
     }
 
@@ -374,9 +322,7 @@ impl StateStore {
             )
         })?;
         if n != 1 {
-            return Err(state_err(format!(
-                "chunk {seq} of table {name} is not in the state store"
-            )));
+            return Err(state_err(format!("chunk {seq} of table {name} is not in the state store")));
         }
         Ok(())
     }
@@ -416,37 +362,19 @@ mod tests {
     use super::*;
 
     fn range(a: Option<i64>, b: Option<i64>) -> KeyRange {
-        KeyRange {
-            after: a.map(|v| vec![Value::Int(v)]),
-            upto: b.map(|v| vec![Value::Int(v)]),
-        }
+        KeyRange { after: a.map(|v| vec![Value::Int(v)]), upto: b.map(|v| vec![Value::Int(v)]) }
     }
 
     #[test]
     fn chunks_round_trip_and_checkpoint() {
         let s = StateStore::in_memory().unwrap();
         let plan = vec![
-            ChunkPlan {
-                partition: Some(Value::Text("eu".into())),
-                range: range(None, Some(0)),
-                rows_estimate: 10,
-            },
-            ChunkPlan {
-                partition: Some(Value::Text("eu".into())),
-                range: range(Some(0), None),
-                rows_estimate: 5,
-            },
-            ChunkPlan {
-                partition: Some(Value::Null),
-                range: KeyRange::ALL,
-                rows_estimate: 1,
-            },
+            ChunkPlan { partition: Some(Value::Text("eu".into())), range: range(None, Some(0)), rows_estimate: 10 },
+            ChunkPlan { partition: Some(Value::Text("eu".into())), range: range(Some(0), None), rows_estimate: 5 },
+            ChunkPlan { partition: Some(Value::Null), range: KeyRange::ALL, rows_estimate: 1 },
         ];
         s.plan_table("orders", "orders_v2", "fp1", &plan).unwrap();
-        assert!(
-            s.plan_table("orders", "orders_v2", "fp1", &plan).is_err(),
-            "planning twice must fail"
-        );
+        assert!(s.plan_table("orders", "orders_v2", "fp1", &plan).is_err(), "planning twice must fail");
         let chunks = s.chunks("orders").unwrap();
         assert_eq!(chunks.len(), 3);
         assert_eq!(chunks[1].range, range(Some(0), None));
@@ -455,27 +383,12 @@ mod tests {
         s.finish_chunk("orders", 1, 5).unwrap();
         let chunks = s.chunks("orders").unwrap();
         assert!(chunks[1].done && !chunks[0].done);
-        assert_eq!(
-            (chunks[1].attempts, chunks[1].completions, chunks[1].rows),
-            (1, 1, 5)
-        );
+        assert_eq!((chunks[1].attempts, chunks[1].completions, chunks[1].rows), (1, 1, 5));
         let p = s.progress("orders").unwrap();
         assert_eq!(p.len(), 2);
-        assert_eq!(
-            (
-                p[0].chunks,
-                p[0].chunks_done,
-                p[0].rows_copied,
-                p[0].rows_estimate
-            ),
-            (2, 1, 5, 15)
-        );
-        s.set_table_state("orders", TableState::Copied, None)
-            .unwrap();
-        assert_eq!(
-            s.table("orders").unwrap().unwrap().state,
-            TableState::Copied
-        );
+        assert_eq!((p[0].chunks, p[0].chunks_done, p[0].rows_copied, p[0].rows_estimate), (2, 1, 5, 15));
+        s.set_table_state("orders", TableState::Copied, None).unwrap();
+        assert_eq!(s.table("orders").unwrap().unwrap().state, TableState::Copied);
     }
 
     #[test]
@@ -485,17 +398,8 @@ mod tests {
         let path = dir.join("s.db");
         {
             let s = StateStore::open(&path).unwrap();
-            s.plan_table(
-                "t",
-                "t",
-                "fp",
-                &[ChunkPlan {
-                    partition: None,
-                    range: KeyRange::ALL,
-                    rows_estimate: 3,
-                }],
-            )
-            .unwrap();
+            s.plan_table("t", "t", "fp", &[ChunkPlan { partition: None, range: KeyRange::ALL, rows_estimate: 3 }])
+                .unwrap();
             s.finish_chunk("t", 0, 3).unwrap();
         }
         let s = StateStore::open(&path).unwrap();
