@@ -5,11 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" -eq 0 ]; then
-    bash scripts/install-deps.sh
-else
-    sudo bash scripts/install-deps.sh
-fi
+bash scripts/install-deps.sh   # re-runs itself through sudo when not root
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "cargo-nextest not found: installing it with cargo" >&2
