@@ -357,3 +357,42 @@ fn dst_attach_check(target: &Path, source: &Path) {
         .unwrap();
     assert_eq!(diff, 0, "rows differ between shop.db and shop_v2.db");
 }
+
+#[test]
+fn sigterm_finishes_the_chunks_in_hand_and_a_rerun_completes() {
+    let src = pg_db();
+    make_pg_source(&src, 40_000);
+    let dst = pg_db();
+    let dir = temp_dir("pontoon-cli-term");
+    let job = write_job(
+        dir.path(),
+        &src.url,
+        &dst.url,
+        "[copy]\nworkers = 2\nchunk_rows = 1000\nmax_rows_per_second = 10000\n",
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_pontoon"))
+        .args(["copy", job.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("interrupted: run the same command again to resume"), "{err}");
+    let state = StateStore::open(&dir.join("job.pontoon.db")).unwrap();
+    let done = state.chunks("accounts").unwrap().iter().filter(|c| c.done).count();
+    assert!(done > 0 && done < 40, "{done} chunks done before the stop");
+    // every chunk marked done is really in the target (checkpoint after commit)
+    let copied: u64 = dst.sql("SELECT count(*) FROM accounts").parse().unwrap();
+    assert!(copied >= done as u64 * 1000, "{copied} rows for {done} chunks");
+
+    let out = pontoon(&["copy", job.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    assert!(state.chunks("accounts").unwrap().iter().all(|c| c.done && c.completions == 1));
+    assert_eq!(pg_rows(&dst, "accounts"), pg_rows(&src, "accounts"));
+}

@@ -645,3 +645,52 @@ b = 5
         assert!(errs.errors[0].message.contains("line 5"));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const PIECES: &[&str] = &[
+        "[source]\n",
+        "[target]\n",
+        "[copy]\n",
+        "[[tables]]\n",
+        "[tables.columns]\n",
+        "url = \"sqlite:a.db\"\n",
+        "url = \"postgres://u:${X}@h/d\"\n",
+        "workers = 3\n",
+        "workers = -1\n",
+        "chunk_rows = \"x\"\n",
+        "source = \"t\"\n",
+        "key = [\"a\", 1]\n",
+        "x = { sql = \"1\", type = \"numeric(3,1)\" }\n",
+        "y = { type = 5 }\n",
+        "where = \"\"\n",
+        "[sync]\ncapture = \"native\"\n",
+        "= = =\n",
+        "\"\n",
+        "[[tables]\n",
+        "exclude = []\n",
+    ];
+
+    proptest! {
+        /// Whatever the text, the parser returns a job or errors with lines, never panics.
+        #[test]
+        fn any_text_parses_or_fails_cleanly(picks in proptest::collection::vec(0..PIECES.len(), 0..24), noise in ".{0,40}") {
+            let mut text: String = picks.iter().map(|i| PIECES[*i]).collect();
+            text.push_str(&noise);
+            let lines = text.lines().count().max(1);
+            match Job::parse(Path::new("/j/job.toml"), &text, &|_| None) {
+                Ok(job) => prop_assert!(!job.source.expose().is_empty()),
+                Err(errs) => {
+                    prop_assert!(!errs.errors.is_empty());
+                    for e in &errs.errors {
+                        prop_assert!(e.line <= lines + 1, "line {} of {}", e.line, lines);
+                    }
+                }
+            }
+        }
+    }
+}
