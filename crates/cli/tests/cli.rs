@@ -396,3 +396,49 @@ fn sigterm_finishes_the_chunks_in_hand_and_a_rerun_completes() {
     assert!(state.chunks("accounts").unwrap().iter().all(|c| c.done && c.completions == 1));
     assert_eq!(pg_rows(&dst, "accounts"), pg_rows(&src, "accounts"));
 }
+
+#[test]
+fn plan_prints_the_plan_and_writes_nothing() {
+    let src = pg_db();
+    src.sql(
+        "CREATE TABLE orders (id int, region text, amount numeric(10,2), placed timestamptz, PRIMARY KEY (region, id));
+         INSERT INTO orders SELECT g, CASE WHEN g % 3 = 0 THEN 'eu' ELSE 'us' END, g, now() FROM generate_series(1, 3000) g;
+         ANALYZE orders;",
+    );
+    let dir = temp_dir("pontoon-cli-plan");
+    let target_file = dir.join("new.db");
+    let job = write_job(
+        dir.path(),
+        &src.url,
+        &format!("sqlite:{}", target_file.display()),
+        "[copy]\nchunk_rows = 1000\n[[tables]]\nsource = \"orders\"\npartition_by = \"region\"\n[tables.columns]\ncents = { sql = \"amount * 100\", type = \"bigint\" }\n",
+    );
+    let out = pontoon(&["plan", job.to_str().unwrap(), "--json"]);
+    let (stdout, err) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(stdout.contains("orders -> orders (will be created)  key (region, id)"), "{stdout}");
+    assert!(stdout.contains("partitioned by region: 2 partitions, smallest first: eu (1000), us (2000)"), "{stdout}");
+    let plan = last_json(&stdout);
+    let t = &plan["tables"][0];
+    assert_eq!(t["estimated_rows"], 3000);
+    assert_eq!(t["estimated_chunks"], 3);
+    let cols: Vec<(String, String)> = t["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["target"].as_str().unwrap().to_string(), c["target_type"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        cols,
+        [
+            ("id", "INT"),
+            ("region", "TEXT"),
+            ("amount", "DECIMAL_TEXT(10,2)"),
+            ("placed", "TIMESTAMPTZ"),
+            ("cents", "BIGINT")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    assert!(!target_file.exists(), "plan created the target database");
+    assert!(!dir.join("job.pontoon.db").exists(), "plan created a state store");
+}

@@ -90,11 +90,19 @@ pub async fn copy(ctx: &CopyContext, plan: &Plan) -> Result<CopyReport> {
     let started = Instant::now();
     let mut prepared = Vec::new();
     {
-        let mut reader = ctx.source.reader().await?;
-        let mut writer = ctx.target.writer().await?;
+        let mut conns = Conns::default();
         for (i, tp) in plan.tables.iter().enumerate() {
             ctx.progress.tables[i].set_phase(Phase::Planning);
-            let p = prepare(ctx, tp, reader.as_mut(), writer.as_mut()).await?;
+            let mut backoff = ctx.retry.backoff();
+            let p = loop {
+                match prepare_with(ctx, tp, &mut conns).await {
+                    Ok(p) => break p,
+                    Err(e) => {
+                        conns = Conns::default();
+                        backoff.retry_after("prepare table", e).await.map_err(|e| e.in_table(&tp.job.source))?;
+                    }
+                }
+            };
             let tprog = &ctx.progress.tables[i];
             tprog.chunks_total.store(p.total, Ordering::Relaxed);
             tprog.chunks_done.store(p.skipped, Ordering::Relaxed);
@@ -173,8 +181,22 @@ pub async fn copy(ctx: &CopyContext, plan: &Plan) -> Result<CopyReport> {
     })
 }
 
+/// [`prepare`] on the worker-style connections, opened on first use.
+async fn prepare_with(ctx: &CopyContext, tp: &TablePlan, conns: &mut Conns) -> Result<Prepared> {
+    if conns.reader.is_none() {
+        conns.reader = Some(ctx.source.reader().await?);
+    }
+    if conns.writer.is_none() {
+        conns.writer = Some(ctx.target.writer().await?);
+    }
+    match (conns.reader.as_mut(), conns.writer.as_mut()) {
+        (Some(r), Some(w)) => prepare(ctx, tp, r.as_mut(), w.as_mut()).await,
+        _ => Err(Error::internal("no connection")),
+    }
+}
+
 /// Creates the target table if needed, checks the stored plan, and plans chunks the
-/// first time.
+/// first time. Safe to run again after a failure: planning is all or nothing.
 async fn prepare(
     ctx: &CopyContext,
     tp: &TablePlan,

@@ -8,7 +8,8 @@ use std::collections::HashSet;
 
 use pontoon_core::convert::compatible;
 use pontoon_core::{
-    Column, ColumnType, Connector, Error, ErrorKind, Reader, Result, ScanSpec, SelectExpr, SelectItem, TableSchema,
+    Column, ColumnType, Connector, Engine, Error, ErrorKind, Reader, Result, ScanSpec, SelectExpr, SelectItem,
+    TableSchema,
 };
 use serde::Serialize;
 
@@ -104,7 +105,12 @@ impl Problems {
 /// `Config` listing every mapping problem with its line.
 pub async fn plan(job: &Job, source: &dyn Connector, target: &dyn Connector) -> Result<Plan> {
     let mut reader = source.reader().await.map_err(|e| side_error("source", &job.source, e))?;
-    let mut twriter = target.writer().await.map_err(|e| side_error("target", &job.target, e))?;
+    // the target is only read: `plan` writes nothing, not even a new SQLite file
+    let mut treader = match target.reader().await {
+        Ok(r) => Some(r),
+        Err(e) if target.engine() == Engine::Sqlite && e.kind() == ErrorKind::Config => None,
+        Err(e) => return Err(side_error("target", &job.target, e)),
+    };
     let mut problems = Problems::default();
 
     let table_jobs: Vec<TableJob> = if job.tables.is_empty() {
@@ -125,7 +131,11 @@ pub async fn plan(job: &Job, source: &dyn Connector, target: &dyn Connector) -> 
     for tj in table_jobs {
         match plan_table(&tj, reader.as_mut(), &mut problems).await? {
             Some(mut tp) => {
-                match twriter.describe(tp.target_name()).await? {
+                let existing = match treader.as_mut() {
+                    Some(r) => r.describe(tp.target_name()).await?,
+                    None => None,
+                };
+                match existing {
                     Some(existing) => {
                         check_existing(&tp, &existing, &mut problems);
                         tp.existing = Some(existing);

@@ -1,0 +1,198 @@
+//! The source side: catalog, sizes, key boundaries and key-range scans.
+
+use std::pin::pin;
+
+use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use pontoon_core::{
+    ColumnType, Error, ErrorKind, KeyRange, Reader, Result, Row, ScanSpec, SelectExpr, TableSchema, Value,
+};
+use tokio_postgres::Row as PgRow;
+use tokio_postgres::types::Type;
+
+use crate::catalog;
+use crate::decode::Cell;
+use crate::errors::pg_error;
+use crate::session::Session;
+use crate::sql::{column_list, quote_ident, scan_conditions, select_expr, where_clause};
+
+/// Reads a PostgreSQL source on its own connection (see [`Reader`] for the
+/// contract). Cells are decoded from the binary result format by wire type.
+#[derive(Debug)]
+pub struct PgReader {
+    session: Session,
+}
+
+impl PgReader {
+    pub(crate) fn new(session: Session) -> PgReader {
+        PgReader { session }
+    }
+
+    /// Runs a read-only query without preparing it first (one round trip) and
+    /// decodes every row; `names` names the output columns for errors.
+    async fn fetch(&self, sql: &str, what: &str, names: &[&str]) -> Result<Vec<Row>> {
+        let stream = self
+            .session
+            .client
+            .query_typed_raw(sql, std::iter::empty::<(&str, Type)>())
+            .await
+            .map_err(|e| pg_error(e, what))?;
+        let mut stream = pin!(stream);
+        let mut rows = Vec::new();
+        while let Some(row) = stream.try_next().await.map_err(|e| pg_error(e, what))? {
+            rows.push(decode_row(&row, names)?);
+        }
+        Ok(rows)
+    }
+}
+
+fn decode_row(row: &PgRow, names: &[&str]) -> Result<Row> {
+    (0..row.len())
+        .map(|i| {
+            let name = names.get(i).copied().unwrap_or("?");
+            match row.try_get::<_, Cell>(i) {
+                Ok(Cell(Ok(v))) => Ok(v),
+                Ok(Cell(Err(why))) => {
+                    Err(Error::new(ErrorKind::Unsupported, format!("cannot decode a value: {why}")).in_column(name))
+                }
+                Err(e) => Err(pg_error(e, "decoding a row").in_column(name)),
+            }
+        })
+        .collect()
+}
+
+fn item_name(expr: &SelectExpr) -> &str {
+    match expr {
+        SelectExpr::Column(name) | SelectExpr::Sql(name) => name,
+    }
+}
+
+#[async_trait]
+impl Reader for PgReader {
+    async fn list_tables(&mut self) -> Result<Vec<String>> {
+        catalog::list_tables(&self.session.client).await
+    }
+
+    async fn describe(&mut self, table: &str) -> Result<Option<TableSchema>> {
+        catalog::describe(&self.session.client, table).await
+    }
+
+    async fn describe_exprs(&mut self, table: &str, exprs: &[String]) -> Result<Vec<ColumnType>> {
+        if exprs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let items: Vec<String> = exprs.iter().map(|e| format!("({e})")).collect();
+        let sql = format!("SELECT {} FROM {} LIMIT 0", items.join(", "), quote_ident(table));
+        let statement = self
+            .session
+            .client
+            .prepare(&sql)
+            .await
+            .map_err(|e| pg_error(e, "describing expressions").in_table(table))?;
+        statement
+            .columns()
+            .iter()
+            .zip(exprs)
+            .map(|(c, expr)| {
+                // the type modifier survives for plain column references
+                // (`(price)` stays numeric(10,2)); computed values have none
+                catalog::column_type(c.type_(), c.type_modifier()).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Unsupported,
+                        format!("the expression has type {}, which pontoon does not support", c.type_()),
+                    )
+                    .in_column(expr.clone())
+                    .in_table(table)
+                })
+            })
+            .collect()
+    }
+
+    async fn estimate_rows(&mut self, table: &str) -> Result<u64> {
+        let row = self
+            .session
+            .client
+            .query_opt(
+                "SELECT c.reltuples::float8 FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = current_schema() AND c.relname = $1 \
+                 AND c.relkind IN ('r', 'p')",
+                &[&table],
+            )
+            .await
+            .map_err(|e| pg_error(e, "estimating rows").in_table(table))?;
+        let Some(row) = row else {
+            return Err(Error::schema(format!("table {table} does not exist")).in_table(table));
+        };
+        let estimate: f64 = row.get(0);
+        if estimate >= 0.0 {
+            return Ok(estimate as u64);
+        }
+        // never vacuumed or analyzed: count
+        let row = self
+            .session
+            .client
+            .query_one(&format!("SELECT count(*) FROM {}", quote_ident(table)), &[])
+            .await
+            .map_err(|e| pg_error(e, "counting rows").in_table(table))?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn key_after(&mut self, scan: &ScanSpec, after: Option<&[Value]>, step: u64) -> Result<Option<Vec<Value>>> {
+        if scan.key.is_empty() {
+            return Err(
+                Error::schema("the table has no key to walk (no primary key and no key given)").in_table(&scan.table)
+            );
+        }
+        let range = KeyRange { after: after.map(<[Value]>::to_vec), upto: None };
+        let keys = column_list(&scan.key);
+        let sql = format!(
+            "SELECT {keys} FROM {}{} ORDER BY {keys} LIMIT 1 OFFSET {}",
+            quote_ident(&scan.table),
+            where_clause(&scan_conditions(scan, &range)),
+            step.max(1) - 1
+        );
+        let names: Vec<&str> = scan.key.iter().map(String::as_str).collect();
+        let mut rows = self.fetch(&sql, "walking the key", &names).await.map_err(|e| e.in_table(&scan.table))?;
+        Ok(rows.pop())
+    }
+
+    async fn partitions(
+        &mut self,
+        table: &str,
+        column: &str,
+        _ty: &ColumnType,
+        filter: Option<&str>,
+    ) -> Result<Vec<(Value, u64)>> {
+        let conditions: Vec<String> = filter.map(|f| format!("({f})")).into_iter().collect();
+        let col = quote_ident(column);
+        let sql = format!(
+            "SELECT {col}, count(*) FROM {}{} GROUP BY {col} ORDER BY 2, 1",
+            quote_ident(table),
+            where_clause(&conditions)
+        );
+        let rows = self.fetch(&sql, "counting partitions", &[column, "count"]).await.map_err(|e| e.in_table(table))?;
+        rows.into_iter()
+            .map(|mut r| {
+                let count = match r.pop() {
+                    Some(Value::Int(n)) => n as u64,
+                    _ => return Err(Error::internal("count(*) did not return an integer")),
+                };
+                Ok((r.pop().unwrap_or(Value::Null), count))
+            })
+            .collect()
+    }
+
+    async fn scan(&mut self, scan: &ScanSpec, range: &KeyRange) -> Result<Vec<Row>> {
+        let items: Vec<String> = scan.select.iter().map(|i| select_expr(&i.expr)).collect();
+        let order = if scan.key.is_empty() { String::new() } else { format!(" ORDER BY {}", column_list(&scan.key)) };
+        let sql = format!(
+            "SELECT {} FROM {}{}{order}",
+            items.join(", "),
+            quote_ident(&scan.table),
+            where_clause(&scan_conditions(scan, range)),
+        );
+        let names: Vec<&str> = scan.select.iter().map(|i| item_name(&i.expr)).collect();
+        self.fetch(&sql, "scanning", &names).await.map_err(|e| e.in_table(&scan.table))
+    }
+}

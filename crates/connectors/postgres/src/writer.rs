@@ -1,0 +1,285 @@
+//! The target side: table creation and idempotent batch upserts by binary `COPY`.
+//!
+//! A batch is first copied straight into the table, in one transaction: the fastest
+//! way into PostgreSQL. If that hits a unique violation (the batch, or part of it,
+//! was written before), the transaction is rolled back and the batch is redone
+//! through a staging table: `COPY` into a temporary table, then
+//! `INSERT ... SELECT ... ON CONFLICT (key) DO UPDATE` (deduplicated to the last row
+//! of each key when a key occurs twice in the batch). After a conflict the next few
+//! batches of that table go straight to the staging path (a syncer's batches
+//! conflict nearly always), then the direct path is tried again.
+//!
+//! Measured on a 2-core machine (1M rows of bigint, 50-char text, int, timestamp;
+//! batches of 10,000): direct ~0.72-0.75M rows/s, staged upsert of existing rows
+//! ~0.2M rows/s.
+
+use std::collections::HashMap;
+use std::pin::pin;
+
+use async_trait::async_trait;
+use pontoon_core::{Error, Result, Row, TableSchema, Value, Writer};
+use tokio_postgres::Transaction;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
+
+use crate::catalog;
+use crate::encode::{Param, TargetColumn};
+use crate::errors::{copy_location, pg_error};
+use crate::pg_native_type;
+use crate::session::Session;
+use crate::sql::{column_list, quote_ident};
+
+/// Batches that go straight to the staging path after a conflict.
+const STAGED_AFTER_CONFLICT: u32 = 8;
+const STAGE: &str = "pontoon_stage";
+
+/// A target table as the writer knows it: the columns it writes, with their exact
+/// types, fetched once.
+struct TableTarget {
+    names: Vec<String>,
+    columns: Vec<TargetColumn>,
+    types: Vec<Type>,
+    /// Batches left to send through the staging table directly.
+    staged_left: u32,
+}
+
+/// Writes a PostgreSQL target on its own connection (see [`Writer`] for the
+/// contract).
+pub struct PgWriter {
+    session: Session,
+    targets: HashMap<String, TableTarget>,
+}
+
+impl std::fmt::Debug for PgWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgWriter").field("session", &self.session).field("tables", &self.targets.len()).finish()
+    }
+}
+
+/// A failed `COPY`: the driver error, and the batch row being encoded when it was
+/// our encoder that failed.
+struct CopyFailure {
+    error: tokio_postgres::Error,
+    row: Option<usize>,
+}
+
+impl From<tokio_postgres::Error> for CopyFailure {
+    fn from(error: tokio_postgres::Error) -> Self {
+        CopyFailure { error, row: None }
+    }
+}
+
+/// Copies `rows` into `table` through `COPY ... FROM STDIN (FORMAT binary)`.
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    table: &str,
+    target: &TableTarget,
+    rows: &[Row],
+) -> std::result::Result<u64, CopyFailure> {
+    let sql = format!("COPY {} ({}) FROM STDIN (FORMAT binary)", quote_ident(table), column_list(&target.names));
+    let sink = tx.copy_in(&sql).await?;
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &target.types));
+    for (i, row) in rows.iter().enumerate() {
+        // collected first: a closure held across the await would make the future
+        // not `Send` for every lifetime (rust-lang/rust#102211)
+        let params: Vec<Param<'_>> =
+            row.iter().zip(&target.columns).map(|(value, column)| Param { value, column }).collect();
+        if let Err(error) = writer.as_mut().write_raw(params).await {
+            let ours = std::error::Error::source(&error).is_some_and(|s| s.is::<Error>());
+            return Err(CopyFailure { error, row: ours.then_some(i) });
+        }
+    }
+    Ok(writer.finish().await?)
+}
+
+/// The error of a failed write, located: the row (by its key) and the column, when
+/// the encoder or the server's COPY context tells them.
+fn write_error(failure: CopyFailure, schema: &TableSchema, target: &TableTarget, rows: &[Row], what: &str) -> Error {
+    let (line, column) = copy_location(&failure.error, &target.names);
+    let row = failure.row.or(line.and_then(|l| l.checked_sub(1)));
+    let mut err = pg_error(failure.error, what);
+    if let Some(column) = column {
+        err = err.in_column(column);
+    }
+    if let Some(row) = row.and_then(|i| rows.get(i))
+        && !schema.primary_key.is_empty()
+    {
+        let key: Option<Vec<Value>> =
+            schema.primary_key.iter().map(|k| schema.position(k).and_then(|p| row.get(p)).cloned()).collect();
+        if let Some(key) = key {
+            err = err.at_key(key);
+        }
+    }
+    err
+}
+
+enum Direct {
+    Written(u64),
+    Conflict,
+}
+
+impl PgWriter {
+    pub(crate) fn new(session: Session) -> PgWriter {
+        PgWriter { session, targets: HashMap::new() }
+    }
+
+    /// Loads (once) the exact types of the columns `schema` writes.
+    async fn target(&mut self, schema: &TableSchema) -> Result<()> {
+        let names: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
+        if self.targets.get(&schema.name).is_some_and(|t| t.names == names) {
+            return Ok(());
+        }
+        let columns = catalog::target_columns(&self.session.client, &schema.name, &names).await?;
+        let types = columns.iter().map(|c| c.ty.clone()).collect();
+        self.targets.insert(schema.name.clone(), TableTarget { names, columns, types, staged_left: 0 });
+        Ok(())
+    }
+
+    /// COPY straight into the table; a unique violation rolls back and reports
+    /// [`Direct::Conflict`].
+    async fn write_direct(&mut self, schema: &TableSchema, rows: &[Row]) -> Result<Direct> {
+        let table = schema.name.as_str();
+        let target = &self.targets[table];
+        let what = "writing rows";
+        let tx = self.session.client.transaction().await.map_err(|e| pg_error(e, what))?;
+        match copy_rows(&tx, table, target, rows).await {
+            Ok(n) => {
+                tx.commit().await.map_err(|e| pg_error(e, what))?;
+                Ok(Direct::Written(n))
+            }
+            Err(failure) => {
+                // a failed rollback means a lost connection: the next call reports it
+                let _ = tx.rollback().await;
+                if failure.error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                    Ok(Direct::Conflict)
+                } else {
+                    Err(write_error(failure, schema, target, rows, what))
+                }
+            }
+        }
+    }
+
+    /// COPY into a staging table, then merge into the table by primary key.
+    async fn write_staged(&mut self, schema: &TableSchema, rows: &[Row]) -> Result<u64> {
+        let target = &self.targets[&schema.name];
+        let what = "upserting rows";
+        if schema.primary_key.is_empty() {
+            return Err(Error::schema("the rows exist already and the table has no primary key to update them by"));
+        }
+        let cols = column_list(&target.names);
+        let keys = column_list(&schema.primary_key);
+        let table = quote_ident(&schema.name);
+        let updates: Vec<String> = target
+            .names
+            .iter()
+            .filter(|n| !schema.primary_key.contains(n))
+            .map(|n| format!("{c} = EXCLUDED.{c}", c = quote_ident(n)))
+            .collect();
+        let action =
+            if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
+        let merge = |source: &str| format!("INSERT INTO {table} ({cols}) {source} ON CONFLICT ({keys}) {action}");
+        let locate = |e: tokio_postgres::Error| {
+            let (_, column) = copy_location(&e, &target.names);
+            let err = pg_error(e, what);
+            match column {
+                Some(c) => err.in_column(c),
+                None => err,
+            }
+        };
+        let mut tx = self.session.client.transaction().await.map_err(|e| pg_error(e, what))?;
+        tx.batch_execute(&format!(
+            "CREATE TEMP TABLE {STAGE} ON COMMIT DROP AS SELECT {cols} FROM {table} WITH NO DATA"
+        ))
+        .await
+        .map_err(|e| pg_error(e, "creating the staging table"))?;
+        copy_rows(&tx, STAGE, target, rows).await.map_err(|f| write_error(f, schema, target, rows, what))?;
+        // A key twice in one batch makes ON CONFLICT DO UPDATE fail (21000); only then
+        // pay for deduplicating, keeping the last copy of each key (`ctid DESC`: the
+        // staging table holds the rows in batch order).
+        let savepoint = tx.savepoint("pontoon_merge").await.map_err(|e| pg_error(e, what))?;
+        match savepoint.execute(merge(&format!("SELECT {cols} FROM {STAGE}")).as_str(), &[]).await {
+            Ok(_) => savepoint.commit().await.map_err(|e| pg_error(e, what))?,
+            Err(e) if e.code() == Some(&SqlState::CARDINALITY_VIOLATION) => {
+                savepoint.rollback().await.map_err(|e| pg_error(e, what))?;
+                let deduplicated =
+                    format!("SELECT DISTINCT ON ({keys}) {cols} FROM {STAGE} ORDER BY {keys}, ctid DESC");
+                tx.execute(merge(&deduplicated).as_str(), &[]).await.map_err(locate)?;
+            }
+            Err(e) => return Err(locate(e)),
+        }
+        tx.commit().await.map_err(|e| pg_error(e, what))?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn upsert_inner(&mut self, schema: &TableSchema, rows: &[Row]) -> Result<u64> {
+        self.target(schema).await?;
+        let width = schema.columns.len();
+        if let Some(row) = rows.iter().find(|r| r.len() != width) {
+            return Err(Error::internal(format!("a row of {} values for a table of {width} columns", row.len())));
+        }
+        let table = schema.name.as_str();
+        let staged = {
+            let target = self.targets.get_mut(table).expect("loaded above");
+            let staged = target.staged_left > 0;
+            target.staged_left = target.staged_left.saturating_sub(1);
+            staged
+        };
+        if !staged {
+            match self.write_direct(schema, rows).await? {
+                Direct::Written(n) => return Ok(n),
+                Direct::Conflict => {
+                    tracing::debug!(table, "rows exist already; upserting through a staging table");
+                    if let Some(t) = self.targets.get_mut(table) {
+                        t.staged_left = STAGED_AFTER_CONFLICT;
+                    }
+                }
+            }
+        }
+        self.write_staged(schema, rows).await
+    }
+}
+
+#[async_trait]
+impl Writer for PgWriter {
+    async fn describe(&mut self, table: &str) -> Result<Option<TableSchema>> {
+        catalog::describe(&self.session.client, table).await
+    }
+
+    async fn create_table(&mut self, schema: &TableSchema) -> Result<()> {
+        let mut defs: Vec<String> = schema
+            .columns
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}{}",
+                    quote_ident(&c.name),
+                    pg_native_type(&c.ty),
+                    if c.nullable { "" } else { " NOT NULL" }
+                )
+            })
+            .collect();
+        if !schema.primary_key.is_empty() {
+            defs.push(format!("PRIMARY KEY ({})", column_list(&schema.primary_key)));
+        }
+        let sql = format!("CREATE TABLE {} ({})", quote_ident(&schema.name), defs.join(", "));
+        self.targets.remove(&schema.name);
+        self.session
+            .client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| pg_error(e, "creating the table").in_table(&schema.name))
+    }
+
+    async fn upsert(&mut self, table: &TableSchema, rows: &[Row]) -> Result<u64> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let result = self.upsert_inner(table, rows).await;
+        if result.is_err() {
+            // the table may have changed under us: look it up again next time
+            self.targets.remove(&table.name);
+        }
+        result.map_err(|e| e.in_table(&table.name))
+    }
+}

@@ -1,0 +1,1009 @@
+//! The PostgreSQL connector against a real PostgreSQL server (pontoon-testsupport).
+
+use pontoon_core::value::{MICROS_PER_DAY, days_from_civil, parse_uuid};
+use pontoon_core::{
+    Column, ColumnType, Connector, Decimal, ErrorKind, KeyRange, PartitionFilter, Reader, Row, ScanSpec, SecretUrl,
+    SelectExpr, SelectItem, TableSchema, Value, Writer,
+};
+use pontoon_postgres::PgConnector;
+use pontoon_testsupport::{TestDb, pg_db};
+
+fn connector(db: &TestDb) -> PgConnector {
+    PgConnector::new(&SecretUrl::new(db.url.clone())).expect("valid URL")
+}
+
+async fn reader(db: &TestDb) -> Box<dyn Reader> {
+    connector(db).reader().await.expect("reader connects")
+}
+
+async fn writer(db: &TestDb) -> Box<dyn Writer> {
+    connector(db).writer().await.expect("writer connects")
+}
+
+/// The error of a result whose success value has no `Debug`.
+fn err<T>(r: pontoon_core::Result<T>) -> pontoon_core::Error {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e,
+    }
+}
+
+fn col(name: &str, ty: ColumnType) -> Column {
+    Column { name: name.into(), native: ty.to_string(), ty, nullable: true, has_default: false }
+}
+
+fn int(bytes: u8) -> ColumnType {
+    ColumnType::Int { bytes, unsigned: false }
+}
+
+fn dec(s: &str) -> Value {
+    Value::Decimal(Decimal::parse(s).unwrap())
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+fn date(y: i64, m: u32, d: u32) -> Value {
+    Value::Date(days_from_civil(y, m, d) as i32)
+}
+
+fn micros(y: i64, mo: u32, d: u32, h: i64, mi: i64, s: i64, us: i64) -> i64 {
+    days_from_civil(y, mo, d) * MICROS_PER_DAY + ((h * 60 + mi) * 60 + s) * 1_000_000 + us
+}
+
+fn uuid(s: &str) -> Value {
+    Value::Uuid(parse_uuid(s).unwrap())
+}
+
+/// Reads every column of `schema` in key order.
+fn spec_of(schema: &TableSchema) -> ScanSpec {
+    ScanSpec {
+        table: schema.name.clone(),
+        select: schema
+            .columns
+            .iter()
+            .map(|c| SelectItem { expr: SelectExpr::Column(c.name.clone()), ty: c.ty.clone() })
+            .collect(),
+        key: schema.primary_key.clone(),
+        key_types: schema.primary_key.iter().map(|k| schema.column(k).unwrap().ty.clone()).collect(),
+        filter: None,
+        partition: None,
+    }
+}
+
+/// Rows from per-column value lists (shorter lists are padded with NULL), with the
+/// row number as the first column.
+fn rows_of(columns: &[Vec<Value>]) -> Vec<Row> {
+    let n = columns.iter().map(Vec::len).max().unwrap_or(0);
+    (0..n)
+        .map(|i| {
+            let mut row = vec![Value::Int(i as i64)];
+            row.extend(columns.iter().map(|c| c.get(i).cloned().unwrap_or(Value::Null)));
+            row
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn describe_maps_every_supported_type() {
+    let db = pg_db();
+    db.sql(
+        "CREATE TABLE all_types (
+            a smallint NOT NULL, b integer, c bigint DEFAULT 5, d real, e double precision,
+            f numeric(12,3), g numeric, h boolean, i text, j varchar(20), k char(3), l name,
+            m bytea, n date, o time, p timestamp, q timestamptz, r json, s jsonb, t uuid,
+            u integer GENERATED ALWAYS AS IDENTITY, v integer GENERATED ALWAYS AS (b * 2) STORED,
+            w timestamp(3), x character varying,
+            PRIMARY KEY (t, a));
+         ALTER TABLE all_types DROP COLUMN x;
+         CREATE TABLE \"Mixed \"\"Case\"\"\" (id int PRIMARY KEY);
+         CREATE TABLE measurements (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+         CREATE TABLE measurements_2024 PARTITION OF measurements
+             FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+         CREATE VIEW a_view AS SELECT 1 AS one;
+         CREATE SCHEMA other; CREATE TABLE other.hidden (id int);",
+    );
+    let mut r = reader(&db).await;
+    assert_eq!(r.list_tables().await.unwrap(), vec!["Mixed \"Case\"", "all_types", "measurements"]);
+    assert!(r.describe("a_view").await.unwrap().is_none());
+    assert!(r.describe("hidden").await.unwrap().is_none());
+    assert!(r.describe("missing").await.unwrap().is_none());
+    assert_eq!(r.describe("Mixed \"Case\"").await.unwrap().unwrap().primary_key, vec!["id"]);
+    let s = r.describe("all_types").await.unwrap().unwrap();
+    assert_eq!(s.name, "all_types");
+    assert_eq!(s.primary_key, vec!["t", "a"]);
+    let expect: Vec<(&str, ColumnType, &str)> = vec![
+        ("a", int(2), "smallint"),
+        ("b", ColumnType::I32, "integer"),
+        ("c", ColumnType::I64, "bigint"),
+        ("d", ColumnType::Float32, "real"),
+        ("e", ColumnType::Float64, "double precision"),
+        ("f", ColumnType::Decimal { precision: Some(12), scale: Some(3) }, "numeric(12,3)"),
+        ("g", ColumnType::Decimal { precision: None, scale: None }, "numeric"),
+        ("h", ColumnType::Bool, "boolean"),
+        ("i", ColumnType::TEXT, "text"),
+        ("j", ColumnType::Text { max_chars: Some(20) }, "character varying(20)"),
+        ("k", ColumnType::Text { max_chars: Some(3) }, "character(3)"),
+        ("l", ColumnType::TEXT, "name"),
+        ("m", ColumnType::Bytes { max_bytes: None }, "bytea"),
+        ("n", ColumnType::Date, "date"),
+        ("o", ColumnType::Time, "time without time zone"),
+        ("p", ColumnType::Timestamp, "timestamp without time zone"),
+        ("q", ColumnType::TimestampTz, "timestamp with time zone"),
+        ("r", ColumnType::Json, "json"),
+        ("s", ColumnType::Json, "jsonb"),
+        ("t", ColumnType::Uuid, "uuid"),
+        ("u", ColumnType::I32, "integer"),
+        ("v", ColumnType::I32, "integer"),
+        ("w", ColumnType::Timestamp, "timestamp(3) without time zone"),
+    ];
+    let got: Vec<(&str, ColumnType, &str)> =
+        s.columns.iter().map(|c| (c.name.as_str(), c.ty.clone(), c.native.as_str())).collect();
+    assert_eq!(got, expect);
+    let flags: Vec<(&str, bool, bool)> = s
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.nullable, c.has_default))
+        .filter(|(n, ..)| ["a", "b", "c", "t", "u", "v"].contains(n))
+        .collect();
+    assert_eq!(
+        flags,
+        vec![
+            ("a", false, false),
+            ("b", true, false),
+            ("c", true, true),
+            ("t", false, false),
+            ("u", false, true),
+            ("v", true, true),
+        ]
+    );
+    // the writer describes the same way
+    let mut w = writer(&db).await;
+    assert_eq!(w.describe("all_types").await.unwrap().unwrap(), s);
+
+    let types = r
+        .describe_exprs(
+            "all_types",
+            &["b + 1".into(), "f".into(), "i || 'x'".into(), "now()".into(), "f * 2".into(), "s -> 'k'".into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        types,
+        vec![
+            ColumnType::I32,
+            ColumnType::Decimal { precision: Some(12), scale: Some(3) },
+            ColumnType::TEXT,
+            ColumnType::TimestampTz,
+            ColumnType::Decimal { precision: None, scale: None },
+            ColumnType::Json,
+        ]
+    );
+    let e = r.describe_exprs("all_types", &["ARRAY[b]".into()]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    let e = r.describe_exprs("all_types", &["nope + 1".into()]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Schema, "{e}");
+}
+
+#[tokio::test]
+async fn unsupported_types_name_the_column() {
+    let db = pg_db();
+    db.sql(
+        "CREATE TABLE t (id int PRIMARY KEY, tags int4[]);
+         CREATE TABLE u (id int PRIMARY KEY, span interval);
+         CREATE TABLE v (id int PRIMARY KEY, n numeric(5,-2));",
+    );
+    let mut r = reader(&db).await;
+    let e = r.describe("t").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert_eq!(e.location().column.as_deref(), Some("tags"));
+    assert_eq!(e.location().table.as_deref(), Some("t"));
+    assert!(e.to_string().contains("integer[]"), "{e}");
+    let e = r.describe("u").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(e.to_string().contains("column span") && e.to_string().contains("interval"));
+    let e = r.describe("v").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(e.to_string().contains("numeric(5,-2)"), "{e}");
+}
+
+/// The table of every value type, as the engine would create it.
+fn every_type_schema() -> TableSchema {
+    TableSchema {
+        name: "every_type".into(),
+        columns: vec![
+            Column { nullable: false, ..col("id", ColumnType::I64) },
+            col("i16", int(2)),
+            col("i32", ColumnType::I32),
+            col("i64", ColumnType::I64),
+            col("u64", ColumnType::Int { bytes: 8, unsigned: true }),
+            col("big", ColumnType::Decimal { precision: None, scale: None }),
+            col("money", ColumnType::Decimal { precision: Some(15), scale: Some(3) }),
+            col("f32", ColumnType::Float32),
+            col("f64", ColumnType::Float64),
+            col("flag", ColumnType::Bool),
+            col("body", ColumnType::TEXT),
+            col("short", ColumnType::Text { max_chars: Some(5) }),
+            col("blob", ColumnType::Bytes { max_bytes: None }),
+            col("day", ColumnType::Date),
+            col("clock", ColumnType::Time),
+            col("at", ColumnType::Timestamp),
+            col("at_tz", ColumnType::TimestampTz),
+            col("doc", ColumnType::Json),
+            col("uid", ColumnType::Uuid),
+        ],
+        primary_key: vec!["id".into()],
+    }
+}
+
+fn every_type_values() -> Vec<Vec<Value>> {
+    let all_bytes: Vec<u8> = (0..=255).collect();
+    vec![
+        // i16, i32, i64
+        vec![Value::Int(-32768), Value::Int(32767), Value::Int(0)],
+        vec![Value::Int(i32::MIN as i64), Value::Int(i32::MAX as i64), Value::Int(-1)],
+        vec![Value::Int(i64::MIN), Value::Int(i64::MAX), Value::Int(0)],
+        // u64 (numeric(20,0))
+        vec![Value::UInt(u64::MAX), Value::Int(0), Value::Int(i64::MAX)],
+        // big (numeric)
+        vec![
+            dec("1234567890123456789012345678901234567890"),
+            dec("-0.0000000000000000000000000000000000000001"),
+            dec("NaN"),
+            dec("Infinity"),
+            dec("-Infinity"),
+            dec("0"),
+            dec("10000.0000"),
+            dec("-99999999999999999999.99999999999999999999"),
+        ],
+        // money (numeric(15,3))
+        vec![dec("123456789012.345"), dec("-0.001"), dec("0.000"), dec("NaN"), dec("1.500")],
+        // f32
+        vec![
+            Value::F32(f32::NAN),
+            Value::F32(f32::INFINITY),
+            Value::F32(f32::NEG_INFINITY),
+            Value::F32(-0.0),
+            Value::F32(f32::from_bits(1)),
+            Value::F32(0.1),
+            Value::F32(f32::MAX),
+            Value::F32(f32::MIN_POSITIVE),
+        ],
+        // f64
+        vec![
+            Value::F64(f64::NAN),
+            Value::F64(f64::INFINITY),
+            Value::F64(f64::NEG_INFINITY),
+            Value::F64(-0.0),
+            Value::F64(f64::from_bits(1)),
+            Value::F64(0.1),
+            Value::F64(f64::MAX),
+            Value::F64(1.0 / 3.0),
+        ],
+        // flag
+        vec![Value::Bool(true), Value::Bool(false)],
+        // body
+        vec![text("😀 𝄞 naïve"), text(""), Value::Null, text("it's a \\ back'slash\nnew line\ttab")],
+        // short (varchar(5))
+        vec![text("😀😀😀😀😀"), text(""), text("abcde")],
+        // blob
+        vec![Value::Bytes(all_bytes), Value::Bytes(vec![]), Value::Null, Value::Bytes(vec![0])],
+        // day
+        vec![
+            date(1, 1, 1),
+            date(-43, 3, 15),
+            date(1970, 1, 1),
+            date(1999, 12, 31),
+            date(2000, 1, 1),
+            date(-4713, 11, 24),
+            date(5_874_897, 12, 31),
+            date(9999, 12, 31),
+        ],
+        // clock
+        vec![
+            Value::Time(0),
+            Value::Time(86_400_000_000),
+            Value::Time(86_399_999_999),
+            Value::Time(12 * 3_600_000_000 + 1),
+        ],
+        // at
+        vec![
+            Value::Timestamp(micros(2024, 2, 29, 23, 59, 59, 999_999)),
+            Value::Timestamp(-1),
+            Value::Timestamp(micros(1, 1, 1, 0, 0, 0, 0)),
+            Value::Timestamp(micros(-43, 3, 15, 12, 0, 0, 1)),
+            Value::Timestamp(micros(1969, 7, 20, 20, 17, 40, 123_456)),
+            Value::Timestamp(micros(-4713, 11, 24, 0, 0, 0, 0)),
+            Value::Timestamp(i64::MAX),
+            Value::Timestamp(0),
+        ],
+        // at_tz
+        vec![
+            Value::TimestampTz(micros(2024, 3, 31, 1, 30, 0, 1)),
+            Value::TimestampTz(-1),
+            Value::TimestampTz(micros(1900, 1, 1, 0, 0, 0, 0)),
+            Value::TimestampTz(micros(-1000, 6, 1, 0, 0, 0, 999_999)),
+        ],
+        // doc
+        vec![
+            Value::Json(r#"{"b": [1, 2.50, "x"], "a": {"z": null, "y": true}}"#.into()),
+            Value::Json(r#""a string with \"quotes\" and 😀""#.into()),
+            Value::Json("[]".into()),
+            Value::Json("123.4500".into()),
+        ],
+        // uid
+        vec![
+            uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            uuid("00000000-0000-0000-0000-000000000000"),
+            uuid("ffffffff-ffff-ffff-ffff-ffffffffffff"),
+        ],
+    ]
+}
+
+fn json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Json(s) => serde_json::from_str(s).unwrap(),
+        other => panic!("not json: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_value_type_round_trips() {
+    let db = pg_db();
+    let schema = every_type_schema();
+    let mut w = writer(&db).await;
+    w.create_table(&schema).await.unwrap();
+    // what create_table made
+    let made = w.describe("every_type").await.unwrap().unwrap();
+    let natives: Vec<&str> = made.columns.iter().map(|c| c.native.as_str()).collect();
+    assert_eq!(
+        natives,
+        vec![
+            "bigint",
+            "smallint",
+            "integer",
+            "bigint",
+            "numeric(20,0)",
+            "numeric",
+            "numeric(15,3)",
+            "real",
+            "double precision",
+            "boolean",
+            "text",
+            "character varying(5)",
+            "bytea",
+            "date",
+            "time without time zone",
+            "timestamp without time zone",
+            "timestamp with time zone",
+            "jsonb",
+            "uuid",
+        ]
+    );
+    assert!(!made.columns[0].nullable && made.columns[1].nullable);
+    assert_eq!(made.primary_key, vec!["id"]);
+
+    let rows = rows_of(&every_type_values());
+    assert_eq!(w.upsert(&schema, &rows).await.unwrap(), rows.len() as u64);
+
+    let mut r = reader(&db).await;
+    let back = r.scan(&spec_of(&schema), &KeyRange::ALL).await.unwrap();
+    assert_eq!(back.len(), rows.len());
+    let u64_col = schema.position("u64").unwrap();
+    let doc_col = schema.position("doc").unwrap();
+    for (written, read) in rows.iter().zip(&back) {
+        for (i, (a, b)) in written.iter().zip(read).enumerate() {
+            let name = &schema.columns[i].name;
+            if i == doc_col && !a.is_null() {
+                assert_eq!(json(a), json(b), "column {name}");
+            } else if i == u64_col {
+                // numeric(20,0) reads back as a decimal
+                let expect = match a {
+                    Value::UInt(u) => dec(&u.to_string()),
+                    Value::Int(n) => dec(&n.to_string()),
+                    other => other.clone(),
+                };
+                assert_eq!(&expect, b, "column {name}");
+            } else {
+                assert_eq!(a, b, "column {name} of row {:?}", written[0]);
+            }
+        }
+    }
+
+    // PostgreSQL's own rendering of what was written (the encoder is not only
+    // checked against its own decoder)
+    let shown = db.sql(
+        "SELECT big::text, money::text, day::text, clock::text, at::text, at_tz::text
+         FROM every_type WHERE id = 1",
+    );
+    assert_eq!(
+        shown,
+        "-0.0000000000000000000000000000000000000001|-0.001|0044-03-15 BC|24:00:00\
+         |1969-12-31 23:59:59.999999|1969-12-31 23:59:59.999999+00"
+    );
+    let shown = db.sql(
+        "SELECT f32::text, f64::text, length(blob), md5(blob), octet_length(body), body
+         FROM every_type WHERE id = 0",
+    );
+    assert_eq!(shown, "NaN|NaN|256|e2c865db4162bed963bfaa9ef6ac18f0|16|😀 𝄞 naïve");
+    let shown = db.sql("SELECT at::text, day::text FROM every_type WHERE id IN (3, 5) ORDER BY id");
+    assert_eq!(shown, "0044-03-15 12:00:00.000001 BC|1999-12-31\n4714-11-24 00:00:00 BC|4714-11-24 BC");
+}
+
+#[tokio::test]
+async fn values_written_by_sql_decode_exactly() {
+    // independent of the encoder: PostgreSQL parses the text, the reader decodes
+    let db = pg_db();
+    db.sql(
+        "CREATE TABLE t (id int PRIMARY KEY, n numeric, d date, ts timestamp, tz timestamptz,
+                         tm time, j json, jb jsonb, c char(4), nm name, f4 real, f8 float8,
+                         b bytea, u uuid);
+         INSERT INTO t VALUES
+           (1, '12345.678', '2000-01-01', '1999-12-31 23:59:59.999999', '2024-06-01 12:00:00+02',
+            '24:00', '{\"b\": 1,  \"a\": 2}', '{\"b\": 1, \"a\": 2}', 'ab', 'a name',
+            '0.1', '-0', '\\x00ff', 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'),
+           (2, '-0.00010', '0001-01-01 BC', '0001-01-01 00:00:00 BC', '1970-01-01 00:00:00+00',
+            '00:00:00.000001', '[1,2]', '[1, 2]', '', '', 'Infinity', '1e-320', '', NULL),
+           (3, '1e30', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);",
+    );
+    let mut r = reader(&db).await;
+    let schema = r.describe("t").await.unwrap().unwrap();
+    let rows = r.scan(&spec_of(&schema), &KeyRange::ALL).await.unwrap();
+    assert_eq!(
+        rows[0],
+        vec![
+            Value::Int(1),
+            dec("12345.678"),
+            date(2000, 1, 1),
+            Value::Timestamp(micros(1999, 12, 31, 23, 59, 59, 999_999)),
+            Value::TimestampTz(micros(2024, 6, 1, 10, 0, 0, 0)),
+            Value::Time(86_400_000_000),
+            Value::Json("{\"b\": 1,  \"a\": 2}".into()),
+            Value::Json("{\"a\": 2, \"b\": 1}".into()),
+            text("ab  "),
+            text("a name"),
+            Value::F32(0.1),
+            Value::F64(-0.0),
+            Value::Bytes(vec![0, 255]),
+            uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+        ]
+    );
+    assert_eq!(
+        rows[1],
+        vec![
+            Value::Int(2),
+            dec("-0.00010"),
+            date(0, 1, 1),
+            Value::Timestamp(micros(0, 1, 1, 0, 0, 0, 0)),
+            Value::TimestampTz(0),
+            Value::Time(1),
+            Value::Json("[1,2]".into()),
+            Value::Json("[1, 2]".into()),
+            text("    "),
+            text(""),
+            Value::F32(f32::INFINITY),
+            Value::F64(1e-320),
+            Value::Bytes(vec![]),
+            Value::Null,
+        ]
+    );
+    assert_eq!(rows[2][1], dec("1000000000000000000000000000000"));
+    assert!(rows[2][2..].iter().all(Value::is_null));
+
+    // infinite dates and timestamps cannot be represented: an error naming the column
+    db.sql("UPDATE t SET d = 'infinity' WHERE id = 3");
+    let e = r.scan(&spec_of(&schema), &KeyRange::ALL).await.unwrap_err();
+    assert_eq!(e.location().column.as_deref(), Some("d"));
+    assert!(e.to_string().contains("infinite date"), "{e}");
+    db.sql("UPDATE t SET d = NULL, tz = '-infinity' WHERE id = 3");
+    let e = r.scan(&spec_of(&schema), &KeyRange::ALL).await.unwrap_err();
+    assert_eq!(e.location().column.as_deref(), Some("tz"));
+}
+
+#[tokio::test]
+async fn writer_encodes_for_the_actual_column_types() {
+    let db = pg_db();
+    db.sql(
+        "CREATE TABLE t (id int PRIMARY KEY, j json, small smallint, c char(3), nm name,
+                         ts3 timestamp(3), n2 numeric(6,2), big numeric(20,0), f8 float8,
+                         s varchar(4));",
+    );
+    let mut w = writer(&db).await;
+    let schema = w.describe("t").await.unwrap().unwrap();
+    let row = vec![
+        Value::Int(1),
+        Value::Json(r#"{"keep":  "my",   "spacing": 1}"#.into()),
+        Value::Int(-7),
+        text("ab"),
+        text("nm"),
+        Value::Timestamp(micros(2024, 1, 1, 0, 0, 1, 123_000)),
+        dec("1.5"),
+        Value::UInt(u64::MAX),
+        Value::F32(0.1),
+        text("😀é"),
+    ];
+    w.upsert(&schema, std::slice::from_ref(&row)).await.unwrap();
+    let mut r = reader(&db).await;
+    let back = r.scan(&spec_of(&schema), &KeyRange::ALL).await.unwrap();
+    assert_eq!(
+        back[0],
+        vec![
+            Value::Int(1),
+            Value::Json(r#"{"keep":  "my",   "spacing": 1}"#.into()),
+            Value::Int(-7),
+            text("ab "),
+            text("nm"),
+            Value::Timestamp(micros(2024, 1, 1, 0, 0, 1, 123_000)),
+            dec("1.50"),
+            dec("18446744073709551615"),
+            Value::F64(0.1f32 as f64),
+            text("😀é"),
+        ]
+    );
+
+    // values PostgreSQL would change or refuse: errors naming the column, no value shown
+    let cases: Vec<(usize, Value, &str)> = vec![
+        (2, Value::Int(40_000), "small"),
+        (5, Value::Timestamp(micros(2024, 1, 1, 0, 0, 1, 123_456)), "ts3"),
+        (6, dec("1.555"), "n2"),
+        (3, text("abcd"), "c"),
+        (9, text("abcde"), "s"),
+        (4, text("nul\0inside"), "nm"),
+    ];
+    for (i, v, column) in cases {
+        let mut bad = row.clone();
+        bad[0] = Value::Int(2);
+        bad[i] = v;
+        let e = w.upsert(&schema, &[bad]).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ValueRange, "{e}");
+        assert_eq!(e.location().column.as_deref(), Some(column), "{e}");
+        assert_eq!(e.location().key, Some(vec![Value::Int(2)]), "{e}");
+        assert_eq!(e.location().table.as_deref(), Some("t"), "{e}");
+        assert!(!e.to_string().contains("40000") && !e.to_string().contains("nul"));
+    }
+    // a value of the wrong kind is a schema error
+    let mut bad = row.clone();
+    bad[1] = Value::Bool(true);
+    let e = w.upsert(&schema, &[bad]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Schema, "{e}");
+    assert_eq!(e.location().column.as_deref(), Some("j"));
+    // numeric overflow is caught by PostgreSQL (class 22)
+    let mut bad = row.clone();
+    bad[6] = dec("123456.00");
+    let e = w.upsert(&schema, &[bad]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ValueRange, "{e}");
+    assert!(e.to_string().contains("22003"), "{e}");
+    // located by the server's COPY context
+    assert_eq!(e.location().column.as_deref(), Some("n2"), "{e}");
+    assert_eq!(e.location().key, Some(vec![Value::Int(1)]), "{e}");
+    // NULL into NOT NULL: the server names the column
+    let mut bad = row.clone();
+    bad[0] = Value::Null;
+    let e = w.upsert(&schema, &[bad]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Database, "{e}");
+    assert!(e.to_string().contains("23502"), "{e}");
+    assert_eq!(e.location().column.as_deref(), Some("id"), "{e}");
+    // nothing of the failed batches was written
+    assert_eq!(db.sql("SELECT count(*) FROM t"), "1");
+    // and the connection is still good
+    let mut good = row.clone();
+    good[0] = Value::Int(3);
+    w.upsert(&schema, &[good]).await.unwrap();
+    assert_eq!(db.sql("SELECT count(*) FROM t"), "2");
+}
+
+#[tokio::test]
+async fn limits_are_postgres_limits() {
+    let db = pg_db();
+    let c = connector(&db);
+    let limits = c.limits();
+    let schema = TableSchema {
+        name: "edges".into(),
+        columns: vec![
+            Column { nullable: false, ..col("id", ColumnType::I32) },
+            col("d", ColumnType::Date),
+            col("ts", ColumnType::Timestamp),
+            col("tm", ColumnType::Time),
+        ],
+        primary_key: vec!["id".into()],
+    };
+    let mut w = writer(&db).await;
+    w.create_table(&schema).await.unwrap();
+    let (dmin, dmax) = limits.date_days;
+    let (tmin, tmax) = limits.timestamp_micros;
+    let (_, time_max) = limits.time_micros;
+    let ok = vec![
+        vec![Value::Int(1), Value::Date(dmin as i32), Value::Timestamp(tmin), Value::Time(time_max)],
+        vec![Value::Int(2), Value::Date(dmax as i32), Value::Timestamp(tmax), Value::Time(0)],
+    ];
+    w.upsert(&schema, &ok).await.unwrap();
+    let mut r = reader(&db).await;
+    assert_eq!(r.scan(&spec_of(&schema), &KeyRange::ALL).await.unwrap(), ok);
+    // one step beyond each limit: PostgreSQL refuses (a value range error)
+    for (i, v) in [
+        (1, Value::Date(dmin as i32 - 1)),
+        (1, Value::Date(dmax as i32 + 1)),
+        (2, Value::Timestamp(tmin - 1)),
+        (3, Value::Time(time_max + 1)),
+        (3, Value::Time(-1)),
+    ] {
+        let mut row = vec![Value::Int(3), Value::Null, Value::Null, Value::Null];
+        row[i] = v;
+        let fine = vec![Value::Int(10), Value::Null, Value::Null, Value::Null];
+        let e = w.upsert(&schema, &[fine, row]).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ValueRange, "{e}");
+        // the second row of the batch, in the column the server names
+        assert_eq!(e.location().key, Some(vec![Value::Int(3)]), "{e}");
+        assert_eq!(e.location().column.as_deref(), Some(schema.columns[i].name.as_str()), "{e}");
+    }
+    assert_eq!(c.native_type(&ColumnType::Json), "jsonb");
+    assert_eq!(c.engine(), pontoon_core::Engine::Postgres);
+}
+
+#[tokio::test]
+async fn upserting_twice_leaves_each_key_once_with_the_last_values() {
+    let db = pg_db();
+    let schema = TableSchema {
+        name: "items".into(),
+        columns: vec![
+            Column { nullable: false, ..col("id", ColumnType::I64) },
+            col("name", ColumnType::TEXT),
+            col("qty", ColumnType::I32),
+        ],
+        primary_key: vec!["id".into()],
+    };
+    let mut w = writer(&db).await;
+    w.create_table(&schema).await.unwrap();
+    let rows = |from: i64, to: i64, tag: &str| -> Vec<Row> {
+        (from..=to).map(|i| vec![Value::Int(i), text(&format!("{tag}{i}")), Value::Int(i * 2)]).collect()
+    };
+    assert_eq!(w.upsert(&schema, &rows(1, 1000, "a")).await.unwrap(), 1000);
+    // overlapping keys: the direct COPY conflicts and the batch is redone as an upsert
+    assert_eq!(w.upsert(&schema, &rows(501, 1500, "b")).await.unwrap(), 1000);
+    // the very same rows again
+    assert_eq!(w.upsert(&schema, &rows(501, 1500, "b")).await.unwrap(), 1000);
+    assert_eq!(db.sql("SELECT count(*), count(DISTINCT id), min(id), max(id) FROM items"), "1500|1500|1|1500");
+    assert_eq!(db.sql("SELECT count(*) FROM items WHERE name = 'a' || id AND id <= 500"), "500");
+    assert_eq!(db.sql("SELECT count(*) FROM items WHERE name = 'b' || id AND id > 500"), "1000");
+    // a key twice in one batch: the last one wins
+    let batch = vec![
+        vec![Value::Int(7), text("first"), Value::Null],
+        vec![Value::Int(7), text("second"), Value::Int(1)],
+        vec![Value::Int(2000), text("new"), Value::Int(0)],
+    ];
+    assert_eq!(w.upsert(&schema, &batch).await.unwrap(), 3);
+    assert_eq!(db.sql("SELECT id, name, qty FROM items WHERE id IN (7, 2000) ORDER BY id"), "7|second|1\n2000|new|0");
+    // new rows after conflicts still land (through the staging path for a while)
+    for k in 0..12 {
+        let start = 3000 + k * 10;
+        w.upsert(&schema, &rows(start, start + 9, "c")).await.unwrap();
+    }
+    assert_eq!(db.sql("SELECT count(*) FROM items"), "1621");
+
+    // a table whose columns are all key columns: DO NOTHING
+    let tags = TableSchema {
+        name: "tags".into(),
+        columns: vec![
+            Column { nullable: false, ..col("item", ColumnType::I64) },
+            Column { nullable: false, ..col("tag", ColumnType::TEXT) },
+        ],
+        primary_key: vec!["item".into(), "tag".into()],
+    };
+    w.create_table(&tags).await.unwrap();
+    let t = vec![vec![Value::Int(1), text("x")], vec![Value::Int(1), text("y")]];
+    w.upsert(&tags, &t).await.unwrap();
+    w.upsert(&tags, &t).await.unwrap();
+    assert_eq!(db.sql("SELECT count(*) FROM tags"), "2");
+
+    // creating an existing table fails
+    assert!(w.create_table(&tags).await.is_err());
+}
+
+/// (a int, b text) with a in -2..=2 and b in ["", "a", "b", "it's"], plus a filler.
+async fn composite_table(db: &TestDb) -> (TableSchema, Vec<Vec<Value>>) {
+    db.sql(
+        "CREATE TABLE pairs (a int NOT NULL, b text COLLATE \"C\" NOT NULL, tenant int,
+                             PRIMARY KEY (a, b));
+         INSERT INTO pairs
+           SELECT a, b, CASE WHEN a < 0 THEN NULL ELSE a % 2 END
+           FROM generate_series(-2, 2) a, unnest(ARRAY['', 'a', 'b', 'it''s']) b;",
+    );
+    let mut r = reader(db).await;
+    let schema = r.describe("pairs").await.unwrap().unwrap();
+    let mut keys = Vec::new();
+    for a in -2..=2 {
+        for b in ["", "a", "b", "it's"] {
+            keys.push(vec![Value::Int(a), text(b)]);
+        }
+    }
+    (schema, keys)
+}
+
+#[tokio::test]
+async fn key_after_walks_a_composite_key() {
+    let db = pg_db();
+    let (schema, keys) = composite_table(&db).await;
+    let mut r = reader(&db).await;
+    let mut spec = spec_of(&schema);
+    spec.select.truncate(2);
+
+    // step 3: boundaries at the 3rd, 6th, ... key
+    let mut after: Option<Vec<Value>> = None;
+    let mut bounds = Vec::new();
+    while let Some(k) = r.key_after(&spec, after.as_deref(), 3).await.unwrap() {
+        bounds.push(k.clone());
+        after = Some(k);
+    }
+    let expect: Vec<Vec<Value>> = keys.iter().skip(2).step_by(3).cloned().collect();
+    assert_eq!(bounds, expect);
+    // step 1 visits every key
+    let mut after: Option<Vec<Value>> = None;
+    let mut all = Vec::new();
+    while let Some(k) = r.key_after(&spec, after.as_deref(), 1).await.unwrap() {
+        all.push(k.clone());
+        after = Some(k);
+    }
+    assert_eq!(all, keys);
+    // past the end
+    assert_eq!(r.key_after(&spec, Some(&keys[18]), 2).await.unwrap(), None);
+    assert_eq!(r.key_after(&spec, Some(&keys[18]), 1).await.unwrap(), Some(keys[19].clone()));
+    // within a filter
+    spec.filter = Some("a <> 0 AND b <> 'a'".into());
+    let filtered: Vec<&Vec<Value>> = keys.iter().filter(|k| k[0] != Value::Int(0) && k[1] != text("a")).collect();
+    assert_eq!(r.key_after(&spec, None, 7).await.unwrap().as_ref(), Some(filtered[6]));
+    // the chunks built from the boundaries cover every row exactly once
+    spec.filter = None;
+    let mut ranges = Vec::new();
+    let mut prev: Option<Vec<Value>> = None;
+    for b in &bounds {
+        ranges.push(KeyRange { after: prev.clone(), upto: Some(b.clone()) });
+        prev = Some(b.clone());
+    }
+    ranges.push(KeyRange { after: prev, upto: None });
+    let mut seen = Vec::new();
+    for range in &ranges {
+        seen.extend(r.scan(&spec, range).await.unwrap());
+    }
+    assert_eq!(seen, keys);
+}
+
+#[tokio::test]
+async fn scan_returns_exactly_the_rows_of_a_range() {
+    let db = pg_db();
+    let (schema, keys) = composite_table(&db).await;
+    let mut r = reader(&db).await;
+    let mut spec = spec_of(&schema);
+    spec.select = vec![
+        SelectItem { expr: SelectExpr::Column("b".into()), ty: ColumnType::TEXT },
+        SelectItem { expr: SelectExpr::Sql("a * 10".into()), ty: ColumnType::I32 },
+        SelectItem { expr: SelectExpr::Column("a".into()), ty: ColumnType::I32 },
+    ];
+    let range = KeyRange { after: Some(keys[4].clone()), upto: Some(keys[11].clone()) };
+    let rows = r.scan(&spec, &range).await.unwrap();
+    let expect: Vec<Row> = keys[5..=11]
+        .iter()
+        .map(|k| {
+            let Value::Int(a) = k[0] else { unreachable!() };
+            vec![k[1].clone(), Value::Int(a * 10), k[0].clone()]
+        })
+        .collect();
+    assert_eq!(rows, expect);
+    // open ends
+    let upto = KeyRange { after: None, upto: Some(keys[0].clone()) };
+    assert_eq!(r.scan(&spec, &upto).await.unwrap().len(), 1);
+    let after = KeyRange { after: Some(keys[17].clone()), upto: None };
+    assert_eq!(r.scan(&spec, &after).await.unwrap().len(), 2);
+    assert_eq!(r.scan(&spec, &KeyRange::ALL).await.unwrap().len(), 20);
+    // filter and partition
+    spec.filter = Some("b IN ('a', 'it''s')".into());
+    spec.partition = Some(PartitionFilter { column: "tenant".into(), value: Value::Int(0) });
+    let rows = r.scan(&spec, &KeyRange::ALL).await.unwrap();
+    let got: Vec<(Value, Value)> = rows.into_iter().map(|r| (r[2].clone(), r[0].clone())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (Value::Int(0), text("a")),
+            (Value::Int(0), text("it's")),
+            (Value::Int(2), text("a")),
+            (Value::Int(2), text("it's")),
+        ]
+    );
+    spec.partition = Some(PartitionFilter { column: "tenant".into(), value: Value::Null });
+    assert_eq!(r.scan(&spec, &KeyRange::ALL).await.unwrap().len(), 4);
+
+    // errors: a missing table or column is a schema error, a data exception a range error
+    let mut bad = spec.clone();
+    bad.table = "nope".into();
+    let e = r.scan(&bad, &KeyRange::ALL).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Schema, "{e}");
+    assert!(e.to_string().contains("42P01"), "{e}");
+    let mut bad = spec.clone();
+    bad.filter = Some("nope = 1".into());
+    assert_eq!(r.scan(&bad, &KeyRange::ALL).await.unwrap_err().kind(), ErrorKind::Schema);
+    let mut bad = spec.clone();
+    bad.filter = Some("b::int > 0".into());
+    bad.partition = None;
+    let e = r.scan(&bad, &KeyRange::ALL).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ValueRange, "{e}");
+    // the offending value is not in the message
+    assert!(!e.to_string().contains("it's"), "{e}");
+}
+
+#[tokio::test]
+async fn key_literals_of_every_key_type_bound_scans() {
+    let db = pg_db();
+    db.sql(
+        "CREATE TABLE k (d date, ts timestamp, tz timestamptz, u uuid, by bytea, n numeric,
+                         f float8, bo bool, t time, PRIMARY KEY (d, ts, tz, u, by, n, f, bo, t));
+         INSERT INTO k VALUES
+           ('0044-03-15 BC', '0001-01-01 00:00:00 BC', '1969-12-31 23:59:59.999999+00',
+            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\\x00ff27', 'NaN', 'NaN', true, '24:00'),
+           ('0044-03-15 BC', '0001-01-01 00:00:00 BC', '1969-12-31 23:59:59.999999+00',
+            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\\x00ff27', 'NaN', 'NaN', true, '23:00'),
+           ('2024-01-01', '2024-01-01', '2024-01-01', gen_random_uuid(), '', -1.5, -0.0, false, '00:00');",
+    );
+    let mut r = reader(&db).await;
+    let schema = r.describe("k").await.unwrap().unwrap();
+    let spec = spec_of(&schema);
+    let first = r.key_after(&spec, None, 1).await.unwrap().unwrap();
+    let second = r.key_after(&spec, Some(&first), 1).await.unwrap().unwrap();
+    assert_eq!(second[8], Value::Time(86_400_000_000));
+    assert_eq!(first[0], date(-43, 3, 15));
+    let third = r.key_after(&spec, Some(&second), 1).await.unwrap().unwrap();
+    assert_eq!(third[0], date(2024, 1, 1));
+    assert_eq!(r.key_after(&spec, Some(&third), 1).await.unwrap(), None);
+    // each key is found by the literal of itself
+    for key in [&first, &second, &third] {
+        let range = KeyRange { after: None, upto: Some(key.clone()) };
+        let rows = r.scan(&spec, &range).await.unwrap();
+        assert_eq!(rows.last().unwrap(), key);
+    }
+}
+
+#[tokio::test]
+async fn partitions_count_smallest_first() {
+    let db = pg_db();
+    db.sql(
+        "CREATE TABLE orders (id int PRIMARY KEY, tenant text, amount int);
+         INSERT INTO orders VALUES
+           (1, 'big', 1), (2, 'big', 2), (3, 'big', 3), (4, 'small', 4),
+           (5, NULL, 5), (6, NULL, 6), (7, 'mid''s', 70), (8, 'mid''s', 80);",
+    );
+    let mut r = reader(&db).await;
+    let p = r.partitions("orders", "tenant", &ColumnType::TEXT, None).await.unwrap();
+    assert_eq!(p, vec![(text("small"), 1), (text("mid's"), 2), (Value::Null, 2), (text("big"), 3),]);
+    let p = r.partitions("orders", "tenant", &ColumnType::TEXT, Some("amount < 70")).await.unwrap();
+    assert_eq!(p, vec![(text("small"), 1), (Value::Null, 2), (text("big"), 3)]);
+    // the partition values select their rows
+    let schema = r.describe("orders").await.unwrap().unwrap();
+    let mut spec = spec_of(&schema);
+    spec.partition = Some(PartitionFilter { column: "tenant".into(), value: text("mid's") });
+    let rows = r.scan(&spec, &KeyRange::ALL).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0][0], Value::Int(7));
+}
+
+#[tokio::test]
+async fn estimates_rows() {
+    let db = pg_db();
+    db.sql(
+        "CREATE TABLE t (id int PRIMARY KEY);
+         INSERT INTO t SELECT generate_series(1, 1234);",
+    );
+    let mut r = reader(&db).await;
+    // never analyzed: counted
+    assert_eq!(r.estimate_rows("t").await.unwrap(), 1234);
+    db.sql("INSERT INTO t SELECT generate_series(1235, 2000); ANALYZE t;");
+    assert_eq!(r.estimate_rows("t").await.unwrap(), 2000);
+    assert_eq!(r.estimate_rows("missing").await.unwrap_err().kind(), ErrorKind::Schema);
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_connect_error() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("postgres://someone:s3cret-pw@127.0.0.1:{port}/db");
+    let c = PgConnector::new(&SecretUrl::new(url)).unwrap();
+    let e = err(c.reader().await);
+    assert_eq!(e.kind(), ErrorKind::Connect, "{e}");
+    assert!(e.is_transient());
+    assert!(!e.to_string().contains("s3cret-pw"), "{e}");
+    assert!(e.to_string().contains("127.0.0.1"), "{e}");
+    let e = err(c.writer().await);
+    assert_eq!(e.kind(), ErrorKind::Connect, "{e}");
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_a_permanent_error_without_the_password() {
+    let db = pg_db();
+    let url = db.url.replacen(&format!(":{}@", pontoon_testsupport::PASSWORD), ":wr0ng-pw@", 1);
+    assert_ne!(url, db.url);
+    let c = PgConnector::new(&SecretUrl::new(url)).unwrap();
+    let e = err(c.reader().await);
+    assert_eq!(e.kind(), ErrorKind::Database, "{e}");
+    assert!(!e.is_transient());
+    let msg = e.to_string();
+    assert!(!msg.contains("wr0ng-pw"), "{msg}");
+    assert!(msg.contains(pontoon_testsupport::USER), "{msg}");
+    assert!(msg.contains("127.0.0.1"), "{msg}");
+    assert!(msg.contains("28P01"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_terminated_session_is_transient() {
+    let db = pg_db();
+    let mut r = reader(&db).await;
+    r.list_tables().await.unwrap();
+    db.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = 'pontoon'",
+    );
+    // the termination notice may arrive a moment later
+    let mut result = r.list_tables().await;
+    for _ in 0..50 {
+        if result.is_err() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        result = r.list_tables().await;
+    }
+    let e = result.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+}
+
+#[tokio::test]
+async fn numerics_of_every_shape_match_postgres_text() {
+    // a simple deterministic generator: no dependency, same cases every run
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: u64| {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) % n
+    };
+    let mut texts = Vec::new();
+    for _ in 0..600 {
+        let int_len = next(30) as usize;
+        let frac_len = next(25) as usize;
+        let mut digits = |len: usize| -> String {
+            (0..len)
+                .map(|_| {
+                    // runs of zeros are where base-10000 groups go wrong
+                    if next(3) == 0 { '0' } else { char::from(b'0' + next(10) as u8) }
+                })
+                .collect()
+        };
+        let int = digits(int_len);
+        let frac = digits(frac_len);
+        let sign = if next(2) == 0 { "-" } else { "" };
+        let text = match (int.is_empty(), frac.is_empty()) {
+            (true, true) => "0".to_string(),
+            (_, true) => format!("{sign}{int}"),
+            (true, false) => format!("{sign}0.{frac}"),
+            (false, false) => format!("{sign}{int}.{frac}"),
+        };
+        texts.push(Decimal::parse(&text).unwrap());
+    }
+    let db = pg_db();
+    let schema = TableSchema {
+        name: "nums".into(),
+        columns: vec![
+            Column { nullable: false, ..col("id", ColumnType::I32) },
+            col("n", ColumnType::Decimal { precision: None, scale: None }),
+        ],
+        primary_key: vec!["id".into()],
+    };
+    let mut w = writer(&db).await;
+    w.create_table(&schema).await.unwrap();
+    let rows: Vec<Row> =
+        texts.iter().enumerate().map(|(i, d)| vec![Value::Int(i as i64), Value::Decimal(d.clone())]).collect();
+    w.upsert(&schema, &rows).await.unwrap();
+    // PostgreSQL prints exactly the canonical text we sent
+    let shown = db.sql("SELECT n::text FROM nums ORDER BY id");
+    let expect: Vec<&str> = texts.iter().map(Decimal::as_str).collect();
+    assert_eq!(shown.lines().collect::<Vec<_>>(), expect);
+    // and the reader decodes it back
+    let mut r = reader(&db).await;
+    assert_eq!(r.scan(&spec_of(&schema), &KeyRange::ALL).await.unwrap(), rows);
+}
