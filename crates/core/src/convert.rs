@@ -14,6 +14,8 @@ pub struct Limits {
     /// Floats may be NaN or infinite (MariaDB: no; SQLite: infinities only).
     pub float_nan: bool,
     pub float_infinity: bool,
+    /// Floats keep the sign of zero (MariaDB and SQLite store -0.0 as 0).
+    pub float_negative_zero: bool,
     /// Decimals may be NaN or infinite (PostgreSQL only).
     pub decimal_special: bool,
     /// Inclusive range of DATE, in days since 1970-01-01.
@@ -30,6 +32,7 @@ impl Limits {
         text_nul: true,
         float_nan: true,
         float_infinity: true,
+        float_negative_zero: true,
         decimal_special: true,
         date_days: (i32::MIN as i64, i32::MAX as i64),
         time_micros: (i64::MIN, i64::MAX),
@@ -241,6 +244,9 @@ fn check_float(f: f64, column: &Column, limits: &Limits) -> Result<()> {
     if f.is_infinite() && !limits.float_infinity {
         return Err(range_err(column, format!("{f} cannot be stored in {}", column.native)));
     }
+    if f == 0.0 && f.is_sign_negative() && !limits.float_negative_zero {
+        return Err(range_err(column, format!("-0.0 cannot be stored in {}: the target would store 0", column.native)));
+    }
     Ok(())
 }
 
@@ -309,8 +315,11 @@ mod tests {
         let c = col(ColumnType::Float32);
         assert!(fit(Value::F64(0.1), &c, &Limits::NONE).is_err());
         assert_eq!(fit(Value::F64(0.5), &c, &Limits::NONE).unwrap(), Value::F32(0.5));
-        let strict = Limits { float_nan: false, ..Limits::NONE };
+        let strict = Limits { float_nan: false, float_negative_zero: false, ..Limits::NONE };
         assert!(fit(Value::F64(f64::NAN), &col(ColumnType::Float64), &strict).is_err());
+        assert!(fit(Value::F32(-0.0), &col(ColumnType::Float32), &strict).is_err());
+        assert_eq!(fit(Value::F64(0.0), &col(ColumnType::Float64), &strict).unwrap(), Value::F64(0.0));
+        assert_eq!(fit(Value::F64(-0.0), &col(ColumnType::Float64), &Limits::NONE).unwrap(), Value::F64(-0.0));
     }
 
     #[test]

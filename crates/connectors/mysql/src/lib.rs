@@ -124,6 +124,7 @@ fn mariadb_limits() -> Limits {
         text_nul: true,
         float_nan: false,
         float_infinity: false,
+        float_negative_zero: false,
         decimal_special: false,
         date_days: (first_day, last_day),
         time_micros: (-max_time, max_time),

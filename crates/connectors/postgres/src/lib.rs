@@ -112,6 +112,7 @@ pub fn pg_limits() -> Limits {
         text_nul: false,
         float_nan: true,
         float_infinity: true,
+        float_negative_zero: true,
         decimal_special: true,
         date_days: (pg_min_date(), days_from_civil(5_874_897, 12, 31)),
         time_micros: (0, 86_400_000_000),

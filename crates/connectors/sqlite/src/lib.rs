@@ -87,6 +87,7 @@ impl Connector for SqliteConnector {
             text_nul: true,
             float_nan: false,
             float_infinity: true,
+            float_negative_zero: false,
             decimal_special: true,
             date_days: (first_day, last_day),
             time_micros: (-TIME_MAX_MICROS, TIME_MAX_MICROS),
