@@ -19,6 +19,17 @@ fn text(o: &Output) -> (String, String) {
     (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
+/// Starts `pontoon copy JOB` in the background (stdout and stderr from `out`).
+fn spawn_copy(job: &Path, out: fn() -> Stdio) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_pontoon"))
+        .args(["copy", job.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(out())
+        .stderr(out())
+        .spawn()
+        .expect("start pontoon copy")
+}
+
 fn write_job(dir: &Path, source: &str, target: &str, rest: &str) -> PathBuf {
     let p = dir.join("job.toml");
     std::fs::write(&p, format!("[source]\nurl = \"{source}\"\n[target]\nurl = \"{target}\"\n{rest}")).unwrap();
@@ -194,13 +205,7 @@ fn kill_9_at_random_points_then_resume_copies_every_row_once() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let delay = Duration::from_millis(100 + seed % 1400);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pontoon"))
-            .args(["copy", job_s])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_copy(&job, Stdio::null);
         std::thread::sleep(delay);
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
@@ -258,13 +263,7 @@ fn target_server_restarted_mid_copy_does_not_fail_the_run() {
         &dst.url,
         "[copy]\nworkers = 2\nchunk_rows = 500\nmax_rows_per_second = 15000\n",
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_pontoon"))
-        .args(["copy", job.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_copy(&job, Stdio::piped);
     std::thread::sleep(Duration::from_millis(1500));
     server.kill();
     std::thread::sleep(Duration::from_millis(1000));
@@ -292,13 +291,7 @@ fn source_server_restarted_mid_copy_does_not_fail_the_run() {
         &dst.url,
         "[copy]\nworkers = 2\nchunk_rows = 500\nmax_rows_per_second = 15000\n",
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_pontoon"))
-        .args(["copy", job.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_copy(&job, Stdio::piped);
     std::thread::sleep(Duration::from_millis(1500));
     let t = Instant::now();
     server.kill();
@@ -370,13 +363,7 @@ fn sigterm_finishes_the_chunks_in_hand_and_a_rerun_completes() {
         &dst.url,
         "[copy]\nworkers = 2\nchunk_rows = 1000\nmax_rows_per_second = 10000\n",
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_pontoon"))
-        .args(["copy", job.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_copy(&job, Stdio::piped);
     std::thread::sleep(Duration::from_millis(1500));
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());

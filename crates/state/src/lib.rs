@@ -190,28 +190,18 @@ impl StateStore {
     }
 
     pub fn table(&self, name: &str) -> Result<Option<TableRecord>> {
-        let row = self.with(|c| {
-            c.query_row("SELECT name, target, state, fingerprint, error FROM tables WHERE name = ?1", [name], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get(4)?,
-                ))
-            })
-            .optional()
-        })?;
-        row.map(|(name, target, state, fingerprint, error)| {
-            Ok(TableRecord { name, target, state: TableState::parse(&state)?, fingerprint, error })
-        })
-        .transpose()
+        Ok(self.select_tables("WHERE name = ?1", [name])?.pop())
     }
 
     pub fn tables(&self) -> Result<Vec<TableRecord>> {
+        self.select_tables("ORDER BY name", [])
+    }
+
+    fn select_tables<P: rusqlite::Params>(&self, rest: &str, params: P) -> Result<Vec<TableRecord>> {
+        let sql = format!("SELECT name, target, state, fingerprint, error FROM tables {rest}");
         let rows = self.with(|c| {
-            let mut st = c.prepare("SELECT name, target, state, fingerprint, error FROM tables ORDER BY name")?;
-            let rows = st.query_map([], |r| {
+            let mut st = c.prepare(&sql)?;
+            let rows = st.query_map(params, |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
