@@ -126,9 +126,8 @@ impl ProgressDisplay {
 
 async fn bars(progress: Arc<Progress>, mut done: oneshot::Receiver<()>) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-    let style =
-        ProgressStyle::with_template("{prefix:24} {bar:30} {pos:>10}/{len:10} rows {per_sec:>12} eta {eta:>4} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style = ProgressStyle::with_template("{prefix:24} {bar:30} {pos:>10}/{len:10} rows {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
     let bars: Vec<ProgressBar> = progress
         .tables
         .iter()
@@ -139,13 +138,29 @@ async fn bars(progress: Arc<Progress>, mut done: oneshot::Receiver<()>) {
             b
         })
         .collect();
+    // rows/s over the last few seconds, per table
+    let mut history: Vec<std::collections::VecDeque<(std::time::Instant, u64)>> =
+        progress.tables.iter().map(|_| Default::default()).collect();
     loop {
-        for (t, b) in progress.tables.iter().zip(&bars) {
+        let now = std::time::Instant::now();
+        for ((t, b), h) in progress.tables.iter().zip(&bars).zip(&mut history) {
             let done = t.rows_done.load(Ordering::Relaxed);
             let est = t.rows_estimate.load(Ordering::Relaxed).max(done);
             b.set_length(est.max(1));
             b.set_position(done);
-            b.set_message(t.phase().as_str());
+            h.push_back((now, done));
+            while h.len() > 2 && now.duration_since(h[0].0) > Duration::from_secs(5) {
+                h.pop_front();
+            }
+            let (t0, r0) = h[0];
+            let secs = now.duration_since(t0).as_secs_f64();
+            let rate = if secs > 0.0 { (done - r0) as f64 / secs } else { 0.0 };
+            let eta = if rate > 0.0 && est > done {
+                format!(" eta {}s", ((est - done) as f64 / rate).ceil() as u64)
+            } else {
+                String::new()
+            };
+            b.set_message(format!("{rate:>9.0} rows/s{eta} {}", t.phase().as_str()));
         }
         tokio::select! {
             _ = &mut done => break,
@@ -153,8 +168,13 @@ async fn bars(progress: Arc<Progress>, mut done: oneshot::Receiver<()>) {
         }
     }
     for (t, b) in progress.tables.iter().zip(&bars) {
-        b.set_position(t.rows_done.load(Ordering::Relaxed));
-        b.finish_with_message(t.phase().as_str());
+        let done = t.rows_done.load(Ordering::Relaxed);
+        if t.phase() == Phase::Done {
+            // a `where` filter or a stale estimate: the bar ends at what was copied
+            b.set_length(done.max(1));
+        }
+        b.set_position(done);
+        b.abandon_with_message(t.phase().as_str());
     }
 }
 
