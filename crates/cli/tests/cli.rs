@@ -429,3 +429,61 @@ fn plan_prints_the_plan_and_writes_nothing() {
     assert!(!target_file.exists(), "plan created the target database");
     assert!(!dir.join("job.pontoon.db").exists(), "plan created a state store");
 }
+
+#[test]
+fn the_password_appears_in_no_log_no_output_and_not_in_the_state_store() {
+    const SECRET: &str = "Zq9-unlikely-Passw0rd";
+    let src = pg_db();
+    src.sql(&format!(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'secret_user') THEN
+             CREATE ROLE secret_user LOGIN SUPERUSER PASSWORD '{SECRET}'; END IF; END $$;
+         CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 500) g;"
+    ));
+    let url = src.url.replace("pontoon:pontoon@", "secret_user:${PONTOON_TEST_SECRET}@");
+    assert!(url.contains("${PONTOON_TEST_SECRET}"), "{url}");
+    let dir = temp_dir("pontoon-cli-secret");
+    let job =
+        write_job(dir.path(), &url, &format!("sqlite:{}", dir.join("t.db").display()), "[copy]\nchunk_rows = 100\n");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pontoon"))
+            .args(args)
+            .env("PONTOON_TEST_SECRET", SECRET)
+            .env("PONTOON_LOG", "debug")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let job_s = job.to_str().unwrap();
+    for args in [vec!["plan", job_s, "--json"], vec!["copy", job_s, "--json", "-vv"], vec!["status", job_s, "--json"]] {
+        let out = run(&args);
+        let (stdout, err) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!stdout.contains(SECRET) && !err.contains(SECRET), "{args:?} printed the password");
+        assert!(!err.is_empty() || args[0] != "copy", "debug logs were expected on stderr");
+    }
+    // the state store and its WAL files, whatever was checkpointed
+    let mut state_files = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("job.pontoon.db") {
+            state_files += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+                "{} holds the password",
+                path.display()
+            );
+        }
+    }
+    assert!(state_files > 0, "no state store written");
+    // a wrong password fails clearly, without echoing it
+    let out = Command::new(env!("CARGO_BIN_EXE_pontoon"))
+        .args(["copy", job_s])
+        .env("PONTOON_TEST_SECRET", "Wrong-Secret-42")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("secret_user") && !err.contains("Wrong-Secret-42"), "{err}");
+}
