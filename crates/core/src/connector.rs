@@ -97,6 +97,33 @@ pub trait Reader: Send {
 
     /// The rows whose key lies in `range`, ordered by key.
     async fn scan(&mut self, scan: &ScanSpec, range: &KeyRange) -> Result<Vec<Row>>;
+
+    /// The rows whose key lies in `range`, in the engine's own bulk format (any
+    /// order), for a writer of the same engine to load without decoding them
+    /// ([`Writer::upsert_raw`]). `Ok(None)` when the engine has no such format.
+    /// Only `SelectExpr::Column` items are asked for this way.
+    async fn scan_raw(&mut self, _scan: &ScanSpec, _range: &KeyRange) -> Result<Option<RawRows>> {
+        Ok(None)
+    }
+}
+
+/// Rows in an engine's own bulk format (PostgreSQL: a complete binary `COPY` stream,
+/// header and trailer included), passed from a reader to a writer of the same
+/// engine when the engine has checked that every target column has exactly the
+/// source column's type, so no value can fail to fit.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawRows {
+    pub engine: Engine,
+    /// Number of rows in `data`.
+    pub rows: u64,
+    pub data: Vec<u8>,
+}
+
+impl fmt::Debug for RawRows {
+    /// Never the data: it is someone's rows.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RawRows({}, {} rows, {} bytes)", self.engine, self.rows, self.data.len())
+    }
 }
 
 /// Writes a target.
@@ -120,4 +147,10 @@ pub trait Writer: Send {
     /// Inserts the rows, replacing rows with the same key, in one transaction.
     /// Returns the number of rows written.
     async fn upsert(&mut self, table: &TableSchema, rows: &[Row]) -> Result<u64>;
+
+    /// [`Writer::upsert`] for rows in the engine's own bulk format, from
+    /// [`Reader::scan_raw`] of the same engine; same contract (atomic, idempotent).
+    async fn upsert_raw(&mut self, table: &TableSchema, _rows: &RawRows) -> Result<u64> {
+        Err(crate::Error::new(crate::ErrorKind::Unsupported, "this engine has no raw bulk format").in_table(table.name.clone()))
+    }
 }

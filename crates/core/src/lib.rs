@@ -14,7 +14,7 @@ pub mod scan;
 pub mod schema;
 pub mod value;
 
-pub use connector::{Connector, Reader, SecretUrl, Writer};
+pub use connector::{Connector, RawRows, Reader, SecretUrl, Writer};
 pub use convert::Limits;
 pub use error::{Error, ErrorKind, Result, redact_url};
 pub use scan::{KeyRange, PartitionFilter, Row, ScanSpec, SelectExpr, SelectItem};
