@@ -151,6 +151,7 @@ pub trait Writer: Send {
     /// [`Writer::upsert`] for rows in the engine's own bulk format, from
     /// [`Reader::scan_raw`] of the same engine; same contract (atomic, idempotent).
     async fn upsert_raw(&mut self, table: &TableSchema, _rows: &RawRows) -> Result<u64> {
-        Err(crate::Error::new(crate::ErrorKind::Unsupported, "this engine has no raw bulk format").in_table(table.name.clone()))
+        Err(crate::Error::new(crate::ErrorKind::Unsupported, "this engine has no raw bulk format")
+            .in_table(table.name.clone()))
     }
 }

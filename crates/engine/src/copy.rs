@@ -1,28 +1,37 @@
 //! The copier: chunked, parallel, throttled, resumable copy of existing rows.
 //!
-//! 1. **Prepare** each table: create the target table if missing, then plan its
-//!    chunks once (walking the source's key index, per partition smallest first)
-//!    and store them. A resumed run reuses the stored chunks.
-//! 2. **Copy**: N workers, each with its own source and target connection, take the
-//!    next unfinished chunk, read it, fit every value to the target column
-//!    (`convert::fit`: a value the target cannot hold stops that table with table,
-//!    key and column named, before anything of the chunk is written), write it in
-//!    one target transaction (idempotent upsert), and only then checkpoint the chunk.
-//! 3. Transient errors are retried with backoff on a fresh connection; a permanent
+//! 1. **Prepare** each table: create the target table if missing and check a stored
+//!    plan still matches the job (fingerprint).
+//! 2. **Plan** (one task): walk the source's key index to cut each table into chunks
+//!    of `chunk_rows` rows (per partition, smallest partition first), storing every
+//!    chunk before it is queued. Workers start on the first chunks while the walk
+//!    goes on. A resumed run continues the walk from the last stored boundary, so
+//!    every run copies exactly the chunks the first one planned.
+//! 3. **Copy**: N workers, each with its own source and target connection, take the
+//!    next chunk, read it, fit every value to the target column (`convert::fit`: a
+//!    value the target cannot hold stops that table with table, key and column named,
+//!    before anything of the chunk is written), write it in one target transaction
+//!    (idempotent upsert), and only then checkpoint the chunk. When source and target
+//!    are the same engine and every target column has exactly the source column's
+//!    type, the chunk travels in the engine's own bulk format instead
+//!    (`Reader::scan_raw`), with nothing to decode or fit.
+//! 4. Transient errors are retried with backoff on a fresh connection; a permanent
 //!    error stops its table (the other tables go on); a stop request lets every
 //!    worker finish the chunk in hand and checkpoint it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pontoon_core::convert::fit;
 use pontoon_core::{
-    Connector, Error, ErrorKind, KeyRange, Limits, PartitionFilter, Reader, Result, Row, TableSchema, Value, Writer,
+    Connector, Error, ErrorKind, KeyRange, Limits, PartitionFilter, RawRows, Reader, Result, Row, ScanSpec, SelectExpr,
+    TableSchema, Value, Writer,
 };
 use pontoon_state::{ChunkPlan, ChunkRecord, StateStore, TableState};
 use serde::Serialize;
+use tokio::sync::Notify;
 
 use crate::job::CopySettings;
 use crate::plan::{Plan, TablePlan, write_schema};
@@ -75,12 +84,15 @@ pub struct CopyContext {
 
 /// One table, ready to copy.
 #[derive(Debug)]
-struct Prepared {
+struct Table {
     plan: TablePlan,
+    /// The target's actual columns, in the scan's order.
     write: TableSchema,
-    pending: Vec<ChunkRecord>,
+    /// Chunks may travel in the engine's bulk format (see [`raw_eligible`]);
+    /// cleared when the reader says the engine has none.
+    raw: AtomicBool,
+    /// Chunks finished by earlier runs.
     skipped: u64,
-    total: u64,
 }
 
 /// Copies every table of `plan`. Returns the report; tables that failed carry their
@@ -88,71 +100,95 @@ struct Prepared {
 /// (state store, preparation) are returned as `Err`.
 pub async fn copy(ctx: &CopyContext, plan: &Plan) -> Result<CopyReport> {
     let started = Instant::now();
-    let mut prepared = Vec::new();
-    {
-        let mut conns = Conns::default();
-        for (i, tp) in plan.tables.iter().enumerate() {
-            ctx.progress.tables[i].set_phase(Phase::Planning);
-            let mut backoff = ctx.retry.backoff();
-            let p = loop {
-                match prepare_with(ctx, tp, &mut conns).await {
-                    Ok(p) => break p,
-                    Err(e) => {
-                        conns = Conns::default();
-                        backoff.retry_after("prepare table", e).await.map_err(|e| e.in_table(&tp.job.source))?;
-                    }
+    let mut tables = Vec::new();
+    let mut queue = VecDeque::new();
+    let mut to_plan = Vec::new();
+    let mut conns = Conns::default();
+    for (i, tp) in plan.tables.iter().enumerate() {
+        ctx.progress.tables[i].set_phase(Phase::Planning);
+        let mut backoff = ctx.retry.backoff();
+        let write = loop {
+            match prepare(ctx, tp, &mut conns).await {
+                Ok(w) => break w,
+                Err(e) => {
+                    conns = Conns::default();
+                    backoff.retry_after("prepare table", e).await.map_err(|e| e.in_table(&tp.job.source))?;
                 }
-            };
-            let tprog = &ctx.progress.tables[i];
-            tprog.chunks_total.store(p.total, Ordering::Relaxed);
-            tprog.chunks_done.store(p.skipped, Ordering::Relaxed);
-            tprog.set_phase(if p.pending.is_empty() { Phase::Done } else { Phase::Waiting });
-            prepared.push(p);
+            }
+        };
+        let name = &tp.job.source;
+        let record = ctx.state.table(name)?.ok_or_else(|| Error::internal("table missing from the state store"))?;
+        let chunks = ctx.state.chunks(name)?;
+        let skipped = chunks.iter().filter(|c| c.done).count() as u64;
+        let progress = &ctx.progress.tables[i];
+        progress.chunks_total.store(chunks.len() as u64, Ordering::Relaxed);
+        progress.chunks_done.store(skipped, Ordering::Relaxed);
+        let pending: Vec<ChunkRecord> = chunks.into_iter().filter(|c| !c.done).collect();
+        if !record.planned {
+            to_plan.push(i);
         }
+        if !record.planned || !pending.is_empty() {
+            ctx.state.set_table_state(name, TableState::Copying, None)?;
+            progress.set_phase(Phase::Waiting);
+        } else {
+            progress.set_phase(Phase::Done);
+        }
+        queue.extend(pending.into_iter().map(|c| (i, c)));
+        let raw = raw_eligible(ctx, tp, &write);
+        tables.push(Table { plan: tp.clone(), write, raw: AtomicBool::new(raw), skipped });
     }
+    drop(conns);
 
-    let queue: VecDeque<(usize, ChunkRecord)> =
-        prepared.iter().enumerate().flat_map(|(i, p)| p.pending.iter().cloned().map(move |c| (i, c))).collect();
     let shared = Arc::new(Shared {
         queue: Mutex::new(queue),
+        planning: AtomicBool::new(!to_plan.is_empty()),
+        more: Notify::new(),
         failed: Mutex::new(HashMap::new()),
         fatal: Mutex::new(None),
         copied: Mutex::new(HashMap::new()),
-        tables: prepared.iter().map(|p| (p.plan.clone(), p.write.clone())).collect(),
+        tables,
         throttle: Throttle::new(ctx.settings.max_rows_per_second),
         limits: ctx.target.limits(),
     });
-    let workers = ctx.settings.workers.max(1).min(shared.queue.lock().map(|q| q.len()).unwrap_or(1).max(1));
     let mut set = tokio::task::JoinSet::new();
-    for id in 0..workers {
-        let ctx = ctx.clone();
-        let shared = shared.clone();
+    if !to_plan.is_empty() {
+        let (ctx, shared) = (ctx.clone(), shared.clone());
+        set.spawn(async move { planner(ctx, shared, to_plan).await });
+    }
+    for id in 0..ctx.settings.workers.max(1) {
+        let (ctx, shared) = (ctx.clone(), shared.clone());
         set.spawn(async move { worker(id, ctx, shared).await });
     }
     while let Some(r) = set.join_next().await {
         if let Err(e) = r {
-            return Err(Error::internal(format!("a copy worker panicked: {e}")));
+            return Err(Error::internal(format!("a copy task panicked: {e}")));
         }
     }
-    if let Some(e) = shared.fatal.lock().map_err(|_| Error::internal("poisoned"))?.take() {
+    if let Some(e) = lock(&shared.fatal)?.take() {
         return Err(e);
     }
+    report(ctx, &shared, started)
+}
 
-    let failed = shared.failed.lock().map_err(|_| Error::internal("poisoned"))?.clone();
-    let copied = shared.copied.lock().map_err(|_| Error::internal("poisoned"))?.clone();
+/// The report, from the state store (the truth) and this run's counters.
+fn report(ctx: &CopyContext, shared: &Shared, started: Instant) -> Result<CopyReport> {
+    let failed = lock(&shared.failed)?.clone();
+    let copied = lock(&shared.copied)?.clone();
     let mut tables = Vec::new();
     let mut interrupted = false;
-    for (i, p) in prepared.iter().enumerate() {
-        let name = &p.plan.job.source;
-        let (chunks, rows) = copied.get(&i).copied().unwrap_or((0, 0));
-        let remaining = p.pending.len() as u64 - chunks;
+    for (i, t) in shared.tables.iter().enumerate() {
+        let name = &t.plan.job.source;
+        let (chunks_copied, rows) = copied.get(&i).copied().unwrap_or((0, 0));
+        let planned = ctx.state.table(name)?.is_some_and(|r| r.planned);
+        let chunks = ctx.state.chunks(name)?;
+        let complete = planned && chunks.iter().all(|c| c.done);
         let (state, error) = match failed.get(&i) {
             Some(msg) => {
                 ctx.state.set_table_state(name, TableState::Failed, Some(msg))?;
                 ctx.progress.tables[i].set_phase(Phase::Failed);
                 ("failed", Some(msg.clone()))
             }
-            None if remaining == 0 => {
+            None if complete => {
                 ctx.state.set_table_state(name, TableState::Copied, None)?;
                 ctx.progress.tables[i].set_phase(Phase::Done);
                 ("copied", None)
@@ -164,11 +200,11 @@ pub async fn copy(ctx: &CopyContext, plan: &Plan) -> Result<CopyReport> {
         };
         tables.push(TableReport {
             table: name.clone(),
-            target: p.plan.target_name().to_string(),
+            target: t.plan.target_name().to_string(),
             rows,
-            chunks_copied: chunks,
-            chunks_skipped: p.skipped,
-            chunks_total: p.total,
+            chunks_copied,
+            chunks_skipped: t.skipped,
+            chunks_total: chunks.len() as u64,
             state,
             error,
         });
@@ -181,29 +217,11 @@ pub async fn copy(ctx: &CopyContext, plan: &Plan) -> Result<CopyReport> {
     })
 }
 
-/// [`prepare`] on the worker-style connections, opened on first use.
-async fn prepare_with(ctx: &CopyContext, tp: &TablePlan, conns: &mut Conns) -> Result<Prepared> {
-    if conns.reader.is_none() {
-        conns.reader = Some(ctx.source.reader().await?);
-    }
-    if conns.writer.is_none() {
-        conns.writer = Some(ctx.target.writer().await?);
-    }
-    match (conns.reader.as_mut(), conns.writer.as_mut()) {
-        (Some(r), Some(w)) => prepare(ctx, tp, r.as_mut(), w.as_mut()).await,
-        _ => Err(Error::internal("no connection")),
-    }
-}
-
-/// Creates the target table if needed, checks the stored plan, and plans chunks the
-/// first time. Safe to run again after a failure: planning is all or nothing.
-async fn prepare(
-    ctx: &CopyContext,
-    tp: &TablePlan,
-    reader: &mut dyn Reader,
-    writer: &mut dyn Writer,
-) -> Result<Prepared> {
-    let name = &tp.job.source;
+/// Creates the target table if needed and records the table in the state store, or
+/// checks that the recorded plan is for the same mapping. Returns the write schema.
+/// Safe to run again after a failure.
+async fn prepare(ctx: &CopyContext, tp: &TablePlan, conns: &mut Conns) -> Result<TableSchema> {
+    let writer = conns.writer(ctx).await?;
     let actual = match writer.describe(tp.target_name()).await? {
         Some(t) => t,
         None => {
@@ -215,93 +233,48 @@ async fn prepare(
         }
     };
     let write = write_schema(tp, &actual)?;
+    let name = &tp.job.source;
     let fingerprint = tp.fingerprint();
     match ctx.state.table(name)? {
         Some(rec) if rec.fingerprint != fingerprint => {
             return Err(Error::config(format!(
                 "table {name}: the job's mapping, key or filter changed since this table's copy was planned; \
-                 copying on would mix two mappings in {}. Remove the state store {} (and the target rows) to start over",
+                 copying on would mix two mappings in {}. Start over with a new state store (and an empty target)",
                 tp.target_name(),
-                "(see `pontoon status`)"
             )));
         }
         Some(_) => {}
-        None => {
-            let chunks = plan_chunks(ctx, tp, reader).await?;
-            tracing::info!(table = %name, chunks = chunks.len(), "planned chunks");
-            ctx.state.plan_table(name, tp.target_name(), &fingerprint, &chunks)?;
-        }
+        None => ctx.state.begin_table(name, tp.target_name(), &fingerprint)?,
     }
-    let all = ctx.state.chunks(name)?;
-    let total = all.len() as u64;
-    let pending: Vec<ChunkRecord> = all.into_iter().filter(|c| !c.done).collect();
-    let skipped = total - pending.len() as u64;
-    if !pending.is_empty() {
-        ctx.state.set_table_state(name, TableState::Copying, None)?;
-    }
-    Ok(Prepared { plan: tp.clone(), write, pending, skipped, total })
+    Ok(write)
 }
 
-/// Walks the key index to cut the table into chunks of `chunk_rows` rows; with
-/// `partition_by`, per partition, smallest partition first.
-async fn plan_chunks(ctx: &CopyContext, tp: &TablePlan, reader: &mut dyn Reader) -> Result<Vec<ChunkPlan>> {
-    let step = ctx.settings.chunk_rows.max(1);
-    let mut out = Vec::new();
-    match &tp.job.partition_by {
-        Some(col) => {
-            let ty =
-                tp.source.column(col).map(|c| c.ty.clone()).ok_or_else(|| Error::schema(format!("no column {col}")))?;
-            let parts = reader.partitions(&tp.scan.table, col, &ty, tp.scan.filter.as_deref()).await?;
-            for (value, count) in parts {
-                let mut scan = tp.scan.clone();
-                scan.partition = Some(PartitionFilter { column: col.clone(), value: value.clone() });
-                walk(reader, &scan, step, count, Some(value), &mut out).await?;
-            }
-        }
-        None => walk(reader, &tp.scan, step, tp.estimated_rows, None, &mut out).await?,
-    }
-    Ok(out)
-}
-
-async fn walk(
-    reader: &mut dyn Reader,
-    scan: &pontoon_core::ScanSpec,
-    step: u64,
-    estimate: u64,
-    partition: Option<Value>,
-    out: &mut Vec<ChunkPlan>,
-) -> Result<()> {
-    let mut after: Option<Vec<Value>> = None;
-    let mut full = 0u64;
-    loop {
-        match reader.key_after(scan, after.as_deref(), step).await? {
-            Some(k) => {
-                out.push(ChunkPlan {
-                    partition: partition.clone(),
-                    range: KeyRange { after: after.take(), upto: Some(k.clone()) },
-                    rows_estimate: step,
-                });
-                after = Some(k);
-                full += 1;
-            }
-            None => {
-                let rest = estimate.saturating_sub(full * step);
-                out.push(ChunkPlan { partition, range: KeyRange { after, upto: None }, rows_estimate: rest });
-                return Ok(());
-            }
-        }
-    }
+/// Whether a table's chunks may travel in the engine's bulk format: same engine on
+/// both sides, plain columns only, every target column exactly the source column's
+/// type and at least as nullable. Then every source value fits by construction.
+fn raw_eligible(ctx: &CopyContext, tp: &TablePlan, write: &TableSchema) -> bool {
+    ctx.source.engine() == ctx.target.engine()
+        && tp.scan.select.iter().zip(&write.columns).all(|(item, target)| match &item.expr {
+            SelectExpr::Column(c) => tp.source.column(c).is_some_and(|source| {
+                source.native == target.native && source.ty == target.ty && (target.nullable || !source.nullable)
+            }),
+            SelectExpr::Sql(_) => false,
+        })
 }
 
 struct Shared {
     queue: Mutex<VecDeque<(usize, ChunkRecord)>>,
+    /// The planner is still adding chunks.
+    planning: AtomicBool,
+    /// Wakes idle workers when chunks are queued or planning ends.
+    more: Notify,
     /// Table index -> error message of the permanent error that stopped it.
     failed: Mutex<HashMap<usize, String>>,
     /// An error that stops the whole run (state store).
     fatal: Mutex<Option<Error>>,
     /// Table index -> (chunks, rows) copied by this run.
     copied: Mutex<HashMap<usize, (u64, u64)>>,
-    tables: Vec<(TablePlan, TableSchema)>,
+    tables: Vec<Table>,
     throttle: Throttle,
     limits: Limits,
 }
@@ -310,6 +283,10 @@ impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared").finish_non_exhaustive()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock().map_err(|_| Error::internal("a copy task panicked while holding a lock"))
 }
 
 impl Shared {
@@ -323,27 +300,209 @@ impl Shared {
         }
         None
     }
+
+    fn push(&self, table: usize, chunks: Vec<ChunkRecord>) -> Result<()> {
+        lock(&self.queue)?.extend(chunks.into_iter().map(|c| (table, c)));
+        self.more.notify_waiters();
+        Ok(())
+    }
+
+    fn is_failed(&self, table: usize) -> bool {
+        self.failed.lock().map(|f| f.contains_key(&table)).unwrap_or(true)
+    }
+
+    fn has_fatal(&self) -> bool {
+        self.fatal.lock().map(|f| f.is_some()).unwrap_or(true)
+    }
+
+    /// Records an error: state store and internal errors stop the run, others stop
+    /// their table.
+    fn record_error(&self, table: usize, ctx: &CopyContext, e: Error) {
+        if matches!(e.kind(), ErrorKind::State | ErrorKind::Internal) {
+            tracing::error!(error = %e, "copy stopped");
+            if let Ok(mut f) = self.fatal.lock() {
+                f.get_or_insert(e);
+            }
+        } else {
+            tracing::error!(table = %self.tables[table].plan.job.source, error = %e, "table stopped");
+            ctx.progress.tables[table].set_phase(Phase::Failed);
+            if let Ok(mut f) = self.failed.lock() {
+                f.entry(table).or_insert_with(|| e.to_string());
+            }
+        }
+        self.more.notify_waiters();
+    }
 }
 
-/// A worker's own connections, opened lazily and dropped after a transient error.
+/// A task's own connections, opened lazily and dropped after a transient error.
 #[derive(Default)]
 struct Conns {
     reader: Option<Box<dyn Reader>>,
     writer: Option<Box<dyn Writer>>,
 }
 
+impl Conns {
+    async fn reader(&mut self, ctx: &CopyContext) -> Result<&mut dyn Reader> {
+        if self.reader.is_none() {
+            self.reader = Some(ctx.source.reader().await?);
+        }
+        match self.reader.as_deref_mut() {
+            Some(r) => Ok(r),
+            None => Err(Error::internal("no reader")),
+        }
+    }
+
+    async fn writer(&mut self, ctx: &CopyContext) -> Result<&mut dyn Writer> {
+        if self.writer.is_none() {
+            self.writer = Some(ctx.target.writer().await?);
+        }
+        match self.writer.as_deref_mut() {
+            Some(w) => Ok(w),
+            None => Err(Error::internal("no writer")),
+        }
+    }
+}
+
+/// Plans the chunks of the tables in `todo`, one table after the other.
+async fn planner(ctx: CopyContext, shared: Arc<Shared>, todo: Vec<usize>) {
+    let mut conns = Conns::default();
+    for ti in todo {
+        let mut backoff = ctx.retry.backoff();
+        loop {
+            if ctx.stop.load(Ordering::Relaxed) || shared.has_fatal() || shared.is_failed(ti) {
+                break;
+            }
+            match plan_table(&ctx, &shared, ti, &mut conns).await {
+                Ok(()) => break,
+                Err(e) => {
+                    conns = Conns::default();
+                    if let Err(e) = backoff.retry_after("plan chunks", e).await {
+                        shared.record_error(ti, &ctx, e.in_table(&shared.tables[ti].plan.job.source));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    shared.planning.store(false, Ordering::Relaxed);
+    shared.more.notify_waiters();
+}
+
+/// Walks one table's key index from where earlier runs (or attempts) stopped.
+async fn plan_table(ctx: &CopyContext, shared: &Shared, ti: usize, conns: &mut Conns) -> Result<()> {
+    let tp = &shared.tables[ti].plan;
+    let name = &tp.job.source;
+    let existing = ctx.state.chunks(name)?;
+    let reader = conns.reader(ctx).await?;
+    let mut walk = Walk { ctx, shared, ti, step: ctx.settings.chunk_rows.max(1) };
+    let Some(col) = &tp.job.partition_by else {
+        let after = existing.last().and_then(|c| c.range.upto.clone());
+        let estimate = tp.estimated_rows.saturating_sub(existing.len() as u64 * walk.step);
+        return walk.segment(reader, &tp.scan, None, after, estimate, true).await;
+    };
+    let ty = tp.source.column(col).map(|c| c.ty.clone()).ok_or_else(|| Error::schema(format!("no column {col}")))?;
+    let parts = reader.partitions(&tp.scan.table, col, &ty, tp.scan.filter.as_deref()).await?;
+    // A partition is planned when its open-ended last chunk is stored; the one the
+    // walk was in continues after its last boundary; the others follow, smallest
+    // first (the order of `partitions`, which may differ from an earlier run's).
+    let finished: Vec<Value> =
+        existing.iter().filter(|c| c.range.upto.is_none()).filter_map(|c| c.partition.clone()).collect();
+    let current =
+        existing.last().filter(|c| c.range.upto.is_some()).and_then(|c| c.partition.clone().zip(c.range.upto.clone()));
+    let mut segments: Vec<(Value, Option<Vec<Value>>, u64)> = Vec::new();
+    if let Some((p, after)) = current {
+        let count = parts.iter().find(|(v, _)| *v == p).map(|(_, n)| *n).unwrap_or(0);
+        segments.push((p, Some(after), count));
+    }
+    for (value, count) in parts {
+        if !finished.contains(&value) && segments.first().is_none_or(|(p, _, _)| *p != value) {
+            segments.push((value, None, count));
+        }
+    }
+    if segments.is_empty() {
+        ctx.state.add_chunks(name, &[], true)?;
+        return Ok(());
+    }
+    let last = segments.len() - 1;
+    for (i, (value, after, count)) in segments.into_iter().enumerate() {
+        if ctx.stop.load(Ordering::Relaxed) || shared.is_failed(ti) {
+            return Ok(());
+        }
+        let mut scan = tp.scan.clone();
+        scan.partition = Some(PartitionFilter { column: col.clone(), value: value.clone() });
+        walk.segment(reader, &scan, Some(value), after, count, i == last).await?;
+    }
+    Ok(())
+}
+
+/// Cuts one key space (a table, or one partition of it) into chunks.
+struct Walk<'a> {
+    ctx: &'a CopyContext,
+    shared: &'a Shared,
+    ti: usize,
+    step: u64,
+}
+
+impl Walk<'_> {
+    /// Plans chunks after `after` to the end of `scan`'s rows; the last one is
+    /// open-ended. `last_segment`: that chunk completes the table's planning.
+    async fn segment(
+        &mut self,
+        reader: &mut dyn Reader,
+        scan: &ScanSpec,
+        partition: Option<Value>,
+        mut after: Option<Vec<Value>>,
+        estimate: u64,
+        last_segment: bool,
+    ) -> Result<()> {
+        let mut planned = 0u64;
+        loop {
+            if self.ctx.stop.load(Ordering::Relaxed) || self.shared.is_failed(self.ti) {
+                return Ok(());
+            }
+            let next = reader.key_after(scan, after.as_deref(), self.step).await?;
+            let done = next.is_none();
+            let rows_estimate = if done { estimate.saturating_sub(planned) } else { self.step };
+            let chunk = ChunkPlan {
+                partition: partition.clone(),
+                range: KeyRange { after, upto: next.clone() },
+                rows_estimate,
+            };
+            self.emit(chunk, done && last_segment)?;
+            planned += self.step;
+            match next {
+                Some(k) => after = Some(k),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Stores a chunk, then queues it.
+    fn emit(&self, chunk: ChunkPlan, planning_done: bool) -> Result<()> {
+        let name = &self.shared.tables[self.ti].plan.job.source;
+        let records = self.ctx.state.add_chunks(name, &[chunk], planning_done)?;
+        self.ctx.progress.tables[self.ti].chunks_total.fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.shared.push(self.ti, records)
+    }
+}
+
 async fn worker(id: usize, ctx: CopyContext, shared: Arc<Shared>) {
     let mut conns = Conns::default();
-    while !ctx.stop.load(Ordering::Relaxed) {
-        if shared.fatal.lock().map(|f| f.is_some()).unwrap_or(true) {
+    loop {
+        if ctx.stop.load(Ordering::Relaxed) || shared.has_fatal() {
             return;
         }
+        // registered before looking at the queue, so a push in between is not missed
+        let more = shared.more.notified();
         let Some((ti, chunk)) = shared.next() else {
-            return;
+            if !shared.planning.load(Ordering::Relaxed) && lock(&shared.queue).map(|q| q.is_empty()).unwrap_or(true) {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), more).await;
+            continue;
         };
-        let (tp, write) = &shared.tables[ti];
         ctx.progress.tables[ti].set_phase(Phase::Copying);
-        match copy_chunk(&ctx, &shared, &mut conns, tp, write, &chunk).await {
+        match copy_chunk(&ctx, &shared, &mut conns, ti, &chunk).await {
             Ok(rows) => {
                 if let Ok(mut c) = shared.copied.lock() {
                     let e = c.entry(ti).or_default();
@@ -354,20 +513,25 @@ async fn worker(id: usize, ctx: CopyContext, shared: Arc<Shared>) {
                 p.rows_done.fetch_add(rows, Ordering::Relaxed);
                 p.chunks_done.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) if e.kind() == ErrorKind::State || e.kind() == ErrorKind::Internal => {
-                tracing::error!(worker = id, error = %e, "copy stopped");
-                if let Ok(mut f) = shared.fatal.lock() {
-                    f.get_or_insert(e);
-                }
-                return;
-            }
             Err(e) => {
-                tracing::error!(worker = id, table = %tp.job.source, chunk = chunk.seq, error = %e, "table stopped");
-                ctx.progress.tables[ti].set_phase(Phase::Failed);
-                if let Ok(mut f) = shared.failed.lock() {
-                    f.entry(ti).or_insert_with(|| e.to_string());
-                }
+                tracing::debug!(worker = id, chunk = chunk.seq, "chunk failed");
+                shared.record_error(ti, &ctx, e);
             }
+        }
+    }
+}
+
+/// A chunk's rows as read: decoded values, or the engine's own bulk format.
+enum Payload {
+    Rows(Vec<Row>),
+    Raw(RawRows),
+}
+
+impl Payload {
+    fn rows(&self) -> u64 {
+        match self {
+            Payload::Rows(r) => r.len() as u64,
+            Payload::Raw(r) => r.rows,
         }
     }
 }
@@ -377,68 +541,93 @@ async fn copy_chunk(
     ctx: &CopyContext,
     shared: &Shared,
     conns: &mut Conns,
-    tp: &TablePlan,
-    write: &TableSchema,
+    ti: usize,
     chunk: &ChunkRecord,
 ) -> Result<u64> {
-    let table = &tp.job.source;
-    ctx.state.start_chunk(table, chunk.seq)?;
+    let table = &shared.tables[ti];
+    let tp = &table.plan;
+    let name = &tp.job.source;
+    ctx.state.start_chunk(name, chunk.seq)?;
     let mut scan = tp.scan.clone();
     scan.partition = chunk
         .partition
         .clone()
         .and_then(|value| tp.job.partition_by.clone().map(|column| PartitionFilter { column, value }));
-    let mut backoff = ctx.retry.backoff();
-    let rows = loop {
-        match read_chunk(ctx, conns, &scan, &chunk.range).await {
-            Ok(rows) => break rows,
-            Err(e) => {
-                conns.reader = None;
-                backoff.retry_after("read chunk", e).await.map_err(|e| e.in_table(table))?;
-            }
+
+    let mut payload = None;
+    if table.raw.load(Ordering::Relaxed) {
+        payload = read(ctx, conns, &scan, &chunk.range, true).await.map_err(|e| e.in_table(name))?;
+        if payload.is_none() {
+            // the engine has no bulk format: decode from now on
+            table.raw.store(false, Ordering::Relaxed);
         }
+    }
+    let payload = match payload {
+        Some(p) => p,
+        None => match read(ctx, conns, &scan, &chunk.range, false).await.map_err(|e| e.in_table(name))? {
+            Some(Payload::Rows(rows)) => Payload::Rows(fit_rows(rows, tp, &table.write, &shared.limits)?),
+            _ => return Err(Error::internal("a scan returned no rows object")),
+        },
     };
-    let rows = fit_rows(rows, tp, write, &shared.limits)?;
-    shared.throttle.acquire(rows.len() as u64).await;
-    let mut backoff = ctx.retry.backoff();
-    let written = loop {
-        match write_chunk(ctx, conns, write, &rows).await {
-            Ok(n) => break n,
-            Err(e) => {
-                conns.writer = None;
-                backoff.retry_after("write chunk", e).await.map_err(|e| e.in_table(table))?;
-            }
-        }
-    };
-    ctx.state.finish_chunk(table, chunk.seq, written)?;
+    shared.throttle.acquire(payload.rows()).await;
+    let written = write(ctx, conns, &table.write, &payload).await.map_err(|e| e.in_table(name))?;
+    ctx.state.finish_chunk(name, chunk.seq, written)?;
     Ok(written)
 }
 
-async fn read_chunk(
+/// Reads a chunk, retrying transient errors on a fresh connection. With `raw`,
+/// `Ok(None)` means the engine has no bulk format.
+async fn read(
     ctx: &CopyContext,
     conns: &mut Conns,
-    scan: &pontoon_core::ScanSpec,
+    scan: &ScanSpec,
     range: &KeyRange,
-) -> Result<Vec<Row>> {
-    if conns.reader.is_none() {
-        conns.reader = Some(ctx.source.reader().await?);
-    }
-    match conns.reader.as_mut() {
-        Some(r) => r.scan(scan, range).await,
-        None => Err(Error::internal("no reader")),
+    raw: bool,
+) -> Result<Option<Payload>> {
+    let mut backoff = ctx.retry.backoff();
+    loop {
+        let attempt = async {
+            let reader = conns.reader(ctx).await?;
+            if raw {
+                Ok(reader.scan_raw(scan, range).await?.map(Payload::Raw))
+            } else {
+                Ok(Some(Payload::Rows(reader.scan(scan, range).await?)))
+            }
+        }
+        .await;
+        match attempt {
+            Ok(p) => return Ok(p),
+            Err(e) => {
+                conns.reader = None;
+                backoff.retry_after("read chunk", e).await?;
+            }
+        }
     }
 }
 
-async fn write_chunk(ctx: &CopyContext, conns: &mut Conns, write: &TableSchema, rows: &[Row]) -> Result<u64> {
-    if rows.is_empty() {
+/// Writes a chunk in one target transaction, retrying transient errors on a fresh
+/// connection (the write is idempotent, so a retry after an unknown outcome is safe).
+async fn write(ctx: &CopyContext, conns: &mut Conns, table: &TableSchema, payload: &Payload) -> Result<u64> {
+    if payload.rows() == 0 {
         return Ok(0);
     }
-    if conns.writer.is_none() {
-        conns.writer = Some(ctx.target.writer().await?);
-    }
-    match conns.writer.as_mut() {
-        Some(w) => w.upsert(write, rows).await,
-        None => Err(Error::internal("no writer")),
+    let mut backoff = ctx.retry.backoff();
+    loop {
+        let attempt = async {
+            let writer = conns.writer(ctx).await?;
+            match payload {
+                Payload::Rows(rows) => writer.upsert(table, rows).await,
+                Payload::Raw(raw) => writer.upsert_raw(table, raw).await,
+            }
+        }
+        .await;
+        match attempt {
+            Ok(n) => return Ok(n),
+            Err(e) => {
+                conns.writer = None;
+                backoff.retry_after("write chunk", e).await?;
+            }
+        }
     }
 }
 

@@ -87,6 +87,8 @@ pub struct TableRecord {
     /// job whose table definition changed since the chunks were planned.
     pub fingerprint: String,
     pub error: Option<String>,
+    /// Every chunk is planned (the key walk reached the end of the table).
+    pub planned: bool,
 }
 
 /// Progress of one partition (or of the whole table when it has no partitions).
@@ -144,6 +146,7 @@ impl StateStore {
                  target TEXT NOT NULL,
                  state TEXT NOT NULL,
                  fingerprint TEXT NOT NULL,
+                 planned INTEGER NOT NULL DEFAULT 0,
                  error TEXT,
                  updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
              );
@@ -198,7 +201,7 @@ impl StateStore {
     }
 
     fn select_tables<P: rusqlite::Params>(&self, rest: &str, params: P) -> Result<Vec<TableRecord>> {
-        let sql = format!("SELECT name, target, state, fingerprint, error FROM tables {rest}");
+        let sql = format!("SELECT name, target, state, fingerprint, error, planned FROM tables {rest}");
         let rows = self.with(|c| {
             let mut st = c.prepare(&sql)?;
             let rows = st.query_map(params, |r| {
@@ -208,39 +211,78 @@ impl StateStore {
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?,
                     r.get(4)?,
+                    r.get::<_, bool>(5)?,
                 ))
             })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
         rows.into_iter()
-            .map(|(name, target, state, fingerprint, error)| {
-                Ok(TableRecord { name, target, state: TableState::parse(&state)?, fingerprint, error })
+            .map(|(name, target, state, fingerprint, error, planned)| {
+                Ok(TableRecord { name, target, state: TableState::parse(&state)?, fingerprint, error, planned })
             })
             .collect()
     }
 
-    /// Records a table's planned chunks, all or nothing. Fails if chunks exist.
-    pub fn plan_table(&self, name: &str, target: &str, fingerprint: &str, chunks: &[ChunkPlan]) -> Result<()> {
+    /// Records a table whose chunks are about to be planned. Fails if it exists.
+    pub fn begin_table(&self, name: &str, target: &str, fingerprint: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO tables (name, target, state, fingerprint) VALUES (?1, ?2, 'planned', ?3)",
+                params![name, target, fingerprint],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Appends planned chunks (numbered after the existing ones) and, with
+    /// `planning_done`, marks the table fully planned, in one transaction. Returns the
+    /// new chunks' records.
+    pub fn add_chunks(&self, name: &str, chunks: &[ChunkPlan], planning_done: bool) -> Result<Vec<ChunkRecord>> {
         let encoded: Vec<(Option<String>, String, u64)> = chunks
             .iter()
             .map(|c| Ok((c.partition.as_ref().map(to_json).transpose()?, to_json(&c.range)?, c.rows_estimate)))
             .collect::<Result<_>>()?;
-        self.with(|c| {
+        let first: i64 = self.with(|c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "INSERT INTO tables (name, target, state, fingerprint) VALUES (?1, ?2, 'planned', ?3)",
-                params![name, target, fingerprint],
-            )?;
+            let first: i64 =
+                tx.query_row("SELECT coalesce(max(seq) + 1, 0) FROM chunks WHERE table_name = ?1", [name], |r| {
+                    r.get(0)
+                })?;
             {
                 let mut st = tx.prepare(
                     "INSERT INTO chunks (table_name, seq, partition, range, rows_estimate) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
-                for (seq, (partition, range, est)) in encoded.iter().enumerate() {
-                    st.execute(params![name, seq as i64, partition, range, *est as i64])?;
+                for (i, (partition, range, est)) in encoded.iter().enumerate() {
+                    st.execute(params![name, first + i as i64, partition, range, *est as i64])?;
                 }
             }
-            tx.commit()
-        })
+            if planning_done {
+                tx.execute("UPDATE tables SET planned = 1 WHERE name = ?1", [name])?;
+            }
+            tx.commit()?;
+            Ok(first)
+        })?;
+        Ok(chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ChunkRecord {
+                seq: (first + i as i64) as u64,
+                partition: c.partition.clone(),
+                range: c.range.clone(),
+                rows_estimate: c.rows_estimate,
+                done: false,
+                rows: 0,
+                attempts: 0,
+                completions: 0,
+            })
+            .collect())
+    }
+
+    /// Records a table and all its chunks at once (`begin_table` + `add_chunks`).
+    pub fn plan_table(&self, name: &str, target: &str, fingerprint: &str, chunks: &[ChunkPlan]) -> Result<()> {
+        self.begin_table(name, target, fingerprint)?;
+        self.add_chunks(name, chunks, true)?;
+        Ok(())
     }
 
     pub fn set_table_state(&self, name: &str, state: TableState, error: Option<&str>) -> Result<()> {
@@ -365,6 +407,7 @@ mod tests {
         ];
         s.plan_table("orders", "orders_v2", "fp1", &plan).unwrap();
         assert!(s.plan_table("orders", "orders_v2", "fp1", &plan).is_err(), "planning twice must fail");
+        assert!(s.table("orders").unwrap().unwrap().planned);
         let chunks = s.chunks("orders").unwrap();
         assert_eq!(chunks.len(), 3);
         assert_eq!(chunks[1].range, range(Some(0), None));
@@ -379,6 +422,24 @@ mod tests {
         assert_eq!((p[0].chunks, p[0].chunks_done, p[0].rows_copied, p[0].rows_estimate), (2, 1, 5, 15));
         s.set_table_state("orders", TableState::Copied, None).unwrap();
         assert_eq!(s.table("orders").unwrap().unwrap().state, TableState::Copied);
+    }
+
+    #[test]
+    fn chunks_are_planned_incrementally() {
+        let s = StateStore::in_memory().unwrap();
+        s.begin_table("t", "t", "fp").unwrap();
+        let first = ChunkPlan { partition: None, range: range(None, Some(10)), rows_estimate: 10 };
+        let a = s.add_chunks("t", &[first], false).unwrap();
+        assert_eq!(a[0].seq, 0);
+        assert!(!s.table("t").unwrap().unwrap().planned);
+        let rest = [
+            ChunkPlan { partition: None, range: range(Some(10), Some(20)), rows_estimate: 10 },
+            ChunkPlan { partition: None, range: range(Some(20), None), rows_estimate: 1 },
+        ];
+        let b = s.add_chunks("t", &rest, true).unwrap();
+        assert_eq!(b.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(s.table("t").unwrap().unwrap().planned);
+        assert_eq!(s.chunks("t").unwrap(), [a, b].concat());
     }
 
     #[test]

@@ -9,14 +9,19 @@
 //! timestamps are shifted from PostgreSQL's 2000-01-01 epoch to 1970. The writer
 //! loads rows by binary `COPY` ([`encode`]) in one transaction and, when the rows were
 //! written before (a unique violation), redoes the batch through a staging table with
-//! `INSERT ... ON CONFLICT DO UPDATE`. Driver errors are mapped to portable
-//! [`ErrorKind`](pontoon_core::ErrorKind)s by SQLSTATE ([`errors`]); messages carry
-//! the server's message and SQLSTATE, never row values or the password.
+//! `INSERT ... ON CONFLICT DO UPDATE`. Between two PostgreSQL databases whose columns
+//! have the same types, rows can also pass through undecoded: the reader's raw scan
+//! returns the server's binary `COPY` stream (rows counted by [`copy_stream`]), and
+//! the writer sends it as it is, by the same direct and staging paths. Driver errors
+//! are mapped to portable [`ErrorKind`](pontoon_core::ErrorKind)s by SQLSTATE
+//! ([`errors`]); messages carry the server's message and SQLSTATE, never row values
+//! or the password.
 //!
 //! Tables live in the connection's `current_schema()`; names are used as given and
 //! quoted.
 
 pub mod catalog;
+pub mod copy_stream;
 pub mod decode;
 pub mod encode;
 pub mod errors;

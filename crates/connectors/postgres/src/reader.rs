@@ -5,19 +5,22 @@ use std::pin::pin;
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use pontoon_core::{
-    ColumnType, Error, ErrorKind, KeyRange, Reader, Result, Row, ScanSpec, SelectExpr, TableSchema, Value,
+    ColumnType, Engine, Error, ErrorKind, KeyRange, RawRows, Reader, Result, Row, ScanSpec, SelectExpr, TableSchema,
+    Value,
 };
 use tokio_postgres::Row as PgRow;
 use tokio_postgres::types::Type;
 
 use crate::catalog;
+use crate::copy_stream;
 use crate::decode::Cell;
 use crate::errors::pg_error;
 use crate::session::Session;
 use crate::sql::{column_list, quote_ident, scan_conditions, select_expr, where_clause};
 
 /// Reads a PostgreSQL source on its own connection (see [`Reader`] for the
-/// contract). Cells are decoded from the binary result format by wire type.
+/// contract). Cells are decoded from the binary result format by wire type; a raw
+/// scan ([`Reader::scan_raw`]) hands on the binary `COPY` stream as the server sent it.
 #[derive(Debug)]
 pub struct PgReader {
     session: Session,
@@ -194,5 +197,38 @@ impl Reader for PgReader {
         );
         let names: Vec<&str> = scan.select.iter().map(|i| item_name(&i.expr)).collect();
         self.fetch(&sql, "scanning", &names).await.map_err(|e| e.in_table(&scan.table))
+    }
+
+    /// `COPY (SELECT ...) TO STDOUT (FORMAT binary)` over the same conditions as
+    /// [`PgReader::scan`], without ORDER BY, collected into one buffer; the rows are
+    /// counted by walking the stream, which also checks that it is complete.
+    async fn scan_raw(&mut self, scan: &ScanSpec, range: &KeyRange) -> Result<Option<RawRows>> {
+        let table = scan.table.as_str();
+        let mut items = Vec::with_capacity(scan.select.len());
+        for item in &scan.select {
+            match &item.expr {
+                SelectExpr::Column(name) => items.push(quote_ident(name)),
+                SelectExpr::Sql(_) => {
+                    return Err(Error::internal("a raw scan reads columns only, not SQL expressions").in_table(table));
+                }
+            }
+        }
+        let sql = format!(
+            "COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT binary)",
+            items.join(", "),
+            quote_ident(table),
+            where_clause(&scan_conditions(scan, range)),
+        );
+        let what = "scanning";
+        let stream = self.session.client.copy_out(&sql).await.map_err(|e| pg_error(e, what).in_table(table))?;
+        let mut stream = pin!(stream);
+        let mut data = Vec::new();
+        while let Some(piece) = stream.try_next().await.map_err(|e| pg_error(e, what).in_table(table))? {
+            data.extend_from_slice(&piece);
+        }
+        let rows = copy_stream::count_rows(&data, Some(scan.select.len())).map_err(|why| {
+            Error::internal(format!("{what}: the server's binary COPY stream is malformed: {why}")).in_table(table)
+        })?;
+        Ok(Some(RawRows { engine: Engine::Postgres, rows, data }))
     }
 }

@@ -2,10 +2,10 @@
 
 use pontoon_core::value::{MICROS_PER_DAY, days_from_civil, parse_uuid};
 use pontoon_core::{
-    Column, ColumnType, Connector, Decimal, ErrorKind, KeyRange, PartitionFilter, Reader, Row, ScanSpec, SecretUrl,
-    SelectExpr, SelectItem, TableSchema, Value, Writer,
+    Column, ColumnType, Connector, Decimal, Engine, ErrorKind, KeyRange, PartitionFilter, RawRows, Reader, Row,
+    ScanSpec, SecretUrl, SelectExpr, SelectItem, TableSchema, Value, Writer,
 };
-use pontoon_postgres::PgConnector;
+use pontoon_postgres::{PgConnector, copy_stream};
 use pontoon_testsupport::{TestDb, pg_db};
 
 fn connector(db: &TestDb) -> PgConnector {
@@ -1006,4 +1006,278 @@ async fn numerics_of_every_shape_match_postgres_text() {
     // and the reader decodes it back
     let mut r = reader(&db).await;
     assert_eq!(r.scan(&spec_of(&schema), &KeyRange::ALL).await.unwrap(), rows);
+}
+
+/// `count(*)` and a digest of every row as PostgreSQL prints it, in `order`.
+fn digest(db: &TestDb, table: &str, order: &str) -> String {
+    db.sql(&format!("SELECT count(*), md5(string_agg(t::text, '|' ORDER BY {order})) FROM {table} t"))
+}
+
+fn raw_of(r: Option<RawRows>) -> RawRows {
+    r.expect("PostgreSQL has a raw format")
+}
+
+/// `(after, upto]` of a single integer key.
+fn ids(after: i64, upto: i64) -> KeyRange {
+    KeyRange { after: Some(vec![Value::Int(after)]), upto: Some(vec![Value::Int(upto)]) }
+}
+
+#[tokio::test]
+async fn a_raw_copy_of_every_type_is_exact() {
+    let (src, dst) = (pg_db(), pg_db());
+    let schema = every_type_schema();
+    let mut ws = writer(&src).await;
+    let mut wd = writer(&dst).await;
+    ws.create_table(&schema).await.unwrap();
+    wd.create_table(&schema).await.unwrap();
+    let rows = rows_of(&every_type_values());
+    ws.upsert(&schema, &rows).await.unwrap();
+    // values larger than the pieces the writer sends, and a row of NULLs
+    src.sql(
+        "INSERT INTO every_type (id, body, blob)
+           SELECT 100, string_agg(md5(i::text), ''), decode(string_agg(md5(i::text), ''), 'hex')
+           FROM generate_series(1, 40000) i;
+         INSERT INTO every_type (id) VALUES (101);",
+    );
+    let mut r = reader(&src).await;
+    let raw = raw_of(r.scan_raw(&spec_of(&schema), &KeyRange::ALL).await.unwrap());
+    assert_eq!(raw.engine, Engine::Postgres);
+    assert_eq!(raw.rows, rows.len() as u64 + 2);
+    assert!(raw.data.starts_with(copy_stream::SIGNATURE));
+    assert!(raw.data.len() > 1_000_000, "{raw:?}");
+    assert_eq!(wd.upsert_raw(&schema, &raw).await.unwrap(), raw.rows);
+    let expect = digest(&src, "every_type", "id");
+    assert!(expect.starts_with("10|"), "{expect}");
+    assert_eq!(digest(&dst, "every_type", "id"), expect);
+    // the decoded path reads the same values from both
+    let mut rd = reader(&dst).await;
+    assert_eq!(
+        rd.scan(&spec_of(&schema), &KeyRange::ALL).await.unwrap(),
+        r.scan(&spec_of(&schema), &KeyRange::ALL).await.unwrap()
+    );
+
+    // the types create_table does not make: json, char(n), name, timestamp(3),
+    // numeric(p,s), a composite key
+    let ddl = "CREATE TABLE extra (a smallint NOT NULL, t uuid NOT NULL, f numeric(12,3),
+                                   j varchar(20), k char(3), l name, o time, r json,
+                                   w timestamp(3), tz timestamptz, PRIMARY KEY (t, a));";
+    src.sql(ddl);
+    dst.sql(ddl);
+    src.sql(
+        "INSERT INTO extra VALUES
+           (1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 123456789.125, 'é😀', 'ab', 'a name', '24:00',
+            '{\"keep\":  \"my\",   \"spacing\": 1}', '2024-01-01 00:00:01.123', '0044-03-15 12:00:00 BC'),
+           (-1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'NaN', '', '', '', '00:00:00.000001',
+            '[]', '4714-11-24 00:00:00 BC', 'infinity'),
+           (2, '00000000-0000-0000-0000-000000000000', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);",
+    );
+    let extra = r.describe("extra").await.unwrap().unwrap();
+    let raw = raw_of(r.scan_raw(&spec_of(&extra), &KeyRange::ALL).await.unwrap());
+    assert_eq!(raw.rows, 3);
+    assert_eq!(wd.upsert_raw(&extra, &raw).await.unwrap(), 3);
+    let expect = digest(&src, "extra", "t, a");
+    assert!(expect.starts_with("3|"), "{expect}");
+    assert_eq!(digest(&dst, "extra", "t, a"), expect);
+}
+
+#[tokio::test]
+async fn raw_scans_respect_range_filter_and_partition() {
+    let (src, dst) = (pg_db(), pg_db());
+    let (schema, keys) = composite_table(&src).await;
+    dst.sql("CREATE TABLE pairs (a int NOT NULL, b text COLLATE \"C\" NOT NULL, tenant int, PRIMARY KEY (a, b));");
+    let mut r = reader(&src).await;
+    let mut rd = reader(&dst).await;
+    let mut w = writer(&dst).await;
+    let mut spec = spec_of(&schema);
+
+    // each case: exactly the rows the decoded scan returns, counted right
+    let mut cases: Vec<(Option<&str>, Option<PartitionFilter>, KeyRange, usize)> = vec![
+        (None, None, KeyRange::ALL, 20),
+        (None, None, KeyRange { after: Some(keys[4].clone()), upto: Some(keys[11].clone()) }, 7),
+        (None, None, KeyRange { after: None, upto: Some(keys[0].clone()) }, 1),
+        (None, None, KeyRange { after: Some(keys[17].clone()), upto: None }, 2),
+        (
+            Some("b IN ('a', 'it''s')"),
+            Some(PartitionFilter { column: "tenant".into(), value: Value::Int(0) }),
+            KeyRange::ALL,
+            4,
+        ),
+        (Some("b <> ''"), Some(PartitionFilter { column: "tenant".into(), value: Value::Null }), KeyRange::ALL, 6),
+        (
+            Some("b <> 'b'"),
+            Some(PartitionFilter { column: "tenant".into(), value: Value::Int(1) }),
+            KeyRange { after: Some(keys[4].clone()), upto: Some(keys[19].clone()) },
+            3,
+        ),
+    ];
+    // empty: past the end, and a range the filter excludes
+    cases.push((None, None, KeyRange { after: Some(keys[19].clone()), upto: None }, 0));
+    cases.push((Some("a > 5"), None, KeyRange { after: Some(keys[2].clone()), upto: Some(keys[9].clone()) }, 0));
+    for (filter, partition, range, n) in cases {
+        spec.filter = filter.map(str::to_string);
+        spec.partition = partition;
+        let expect = r.scan(&spec, &range).await.unwrap();
+        assert_eq!(expect.len(), n, "{filter:?} {range:?}");
+        let raw = raw_of(r.scan_raw(&spec, &range).await.unwrap());
+        assert_eq!(raw.rows, n as u64, "{filter:?} {range:?}");
+        if n == 0 {
+            assert_eq!(raw.data, copy_stream::EMPTY);
+        }
+        dst.sql("TRUNCATE pairs");
+        assert_eq!(w.upsert_raw(&schema, &raw).await.unwrap(), n as u64);
+        assert_eq!(rd.scan(&spec_of(&schema), &KeyRange::ALL).await.unwrap(), expect, "{filter:?} {range:?}");
+    }
+    // a column subset in another order
+    spec.filter = None;
+    spec.partition = None;
+    spec.select.reverse();
+    let raw = raw_of(r.scan_raw(&spec, &KeyRange::ALL).await.unwrap());
+    assert_eq!(raw.rows, 20);
+    spec.select.truncate(2);
+    let raw = raw_of(r.scan_raw(&spec, &KeyRange::ALL).await.unwrap());
+    assert_eq!(raw.rows, 20);
+
+    // errors: an SQL item is not for raw scans, a missing table is a schema error
+    let mut bad = spec_of(&schema);
+    bad.select.push(SelectItem { expr: SelectExpr::Sql("a * 10".into()), ty: ColumnType::I32 });
+    let e = err(r.scan_raw(&bad, &KeyRange::ALL).await);
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    assert_eq!(e.location().table.as_deref(), Some("pairs"));
+    let mut bad = spec_of(&schema);
+    bad.table = "nope".into();
+    let e = err(r.scan_raw(&bad, &KeyRange::ALL).await);
+    assert_eq!(e.kind(), ErrorKind::Schema, "{e}");
+    assert_eq!(e.location().table.as_deref(), Some("nope"));
+    assert!(e.to_string().contains("42P01"), "{e}");
+    let mut bad = spec_of(&schema);
+    bad.filter = Some("b::int > 0".into());
+    let e = err(r.scan_raw(&bad, &KeyRange::ALL).await);
+    assert_eq!(e.kind(), ErrorKind::ValueRange, "{e}");
+    assert!(!e.to_string().contains("it's"), "{e}");
+    // the connection is still good
+    assert_eq!(raw_of(r.scan_raw(&spec_of(&schema), &KeyRange::ALL).await.unwrap()).rows, 20);
+    // rows of another engine are refused
+    let foreign = RawRows { engine: Engine::Mysql, rows: 1, data: vec![1, 2, 3] };
+    let e = w.upsert_raw(&schema, &foreign).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+}
+
+fn items_schema() -> TableSchema {
+    TableSchema {
+        name: "items".into(),
+        columns: vec![
+            Column { nullable: false, ..col("id", ColumnType::I64) },
+            col("name", ColumnType::TEXT),
+            col("qty", ColumnType::I32),
+        ],
+        primary_key: vec!["id".into()],
+    }
+}
+
+#[tokio::test]
+async fn raw_upserts_leave_each_key_once_with_the_last_values() {
+    let (src, dst) = (pg_db(), pg_db());
+    let schema = items_schema();
+    writer(&src).await.create_table(&schema).await.unwrap();
+    let mut w = writer(&dst).await;
+    w.create_table(&schema).await.unwrap();
+    src.sql("INSERT INTO items SELECT i, 'a' || i, i * 2 FROM generate_series(1, 1000) i");
+    let spec = spec_of(&schema);
+    let mut r = reader(&src).await;
+    let same = |src: &TestDb, dst: &TestDb, rows: &str| {
+        let expect = digest(src, "items", "id");
+        assert!(expect.starts_with(&format!("{rows}|")), "{expect}");
+        assert_eq!(digest(dst, "items", "id"), expect);
+    };
+
+    // new rows: the direct path
+    let raw = raw_of(r.scan_raw(&spec, &ids(0, 1000)).await.unwrap());
+    assert_eq!(w.upsert_raw(&schema, &raw).await.unwrap(), 1000);
+    same(&src, &dst, "1000");
+    // the same chunk after the source changed: a conflict, redone through staging
+    src.sql("UPDATE items SET name = 'b' || id, qty = NULL WHERE id % 3 = 0");
+    let changed = raw_of(r.scan_raw(&spec, &ids(0, 1000)).await.unwrap());
+    assert_ne!(changed.data, raw.data);
+    assert_eq!(w.upsert_raw(&schema, &changed).await.unwrap(), 1000);
+    same(&src, &dst, "1000");
+    // and once more, unchanged
+    assert_eq!(w.upsert_raw(&schema, &changed).await.unwrap(), 1000);
+    same(&src, &dst, "1000");
+    // partly written before
+    src.sql(
+        "INSERT INTO items SELECT i, 'c' || i, i FROM generate_series(1001, 1500) i;
+         UPDATE items SET qty = -qty WHERE id BETWEEN 900 AND 1000;",
+    );
+    let mixed = raw_of(r.scan_raw(&spec, &ids(800, 1500)).await.unwrap());
+    assert_eq!(w.upsert_raw(&schema, &mixed).await.unwrap(), 700);
+    same(&src, &dst, "1500");
+    // new chunks after the conflicts: through staging for a while, then direct again
+    src.sql("INSERT INTO items SELECT i, 'd' || i, i FROM generate_series(2001, 2120) i");
+    for k in 0..12 {
+        let start = 2000 + k * 10;
+        let raw = raw_of(r.scan_raw(&spec, &ids(start, start + 10)).await.unwrap());
+        assert_eq!(w.upsert_raw(&schema, &raw).await.unwrap(), 10);
+    }
+    same(&src, &dst, "1620");
+
+    // a fresh writer: a chunk that exists already, then one that does not
+    let mut w2 = writer(&dst).await;
+    src.sql("UPDATE items SET name = 'e' || id WHERE id <= 100");
+    let existing = raw_of(r.scan_raw(&spec, &ids(0, 100)).await.unwrap());
+    assert_eq!(w2.upsert_raw(&schema, &existing).await.unwrap(), 100);
+    src.sql("INSERT INTO items SELECT i, 'f' || i, i FROM generate_series(3001, 3050) i");
+    let new = raw_of(r.scan_raw(&spec, &ids(3000, 3050)).await.unwrap());
+    assert_eq!(w2.upsert_raw(&schema, &new).await.unwrap(), 50);
+    same(&src, &dst, "1670");
+    // and the other way round
+    let mut w3 = writer(&dst).await;
+    src.sql("INSERT INTO items SELECT i, 'g' || i, i FROM generate_series(4001, 4050) i");
+    let new = raw_of(r.scan_raw(&spec, &ids(4000, 4050)).await.unwrap());
+    assert_eq!(w3.upsert_raw(&schema, &new).await.unwrap(), 50);
+    src.sql("UPDATE items SET qty = 7 WHERE id > 3000");
+    let existing = raw_of(r.scan_raw(&spec, &ids(3000, 4050)).await.unwrap());
+    assert_eq!(w3.upsert_raw(&schema, &existing).await.unwrap(), 100);
+    same(&src, &dst, "1720");
+    // raw and decoded batches mix on one writer
+    src.sql("UPDATE items SET name = 'h' WHERE id = 1");
+    let decoded = r.scan(&spec, &ids(0, 10)).await.unwrap();
+    assert_eq!(w3.upsert(&schema, &decoded).await.unwrap(), 10);
+    same(&src, &dst, "1720");
+}
+
+#[tokio::test]
+async fn raw_write_errors_name_the_column_but_no_value() {
+    let (src, dst) = (pg_db(), pg_db());
+    let schema = items_schema();
+    writer(&src).await.create_table(&schema).await.unwrap();
+    src.sql("INSERT INTO items VALUES (1, 'secret-one', 1), (2, 'secret-two', NULL), (3, 'secret-three', 3)");
+    dst.sql("CREATE TABLE items (id bigint PRIMARY KEY, name text, qty int NOT NULL)");
+    let mut r = reader(&src).await;
+    let mut w = writer(&dst).await;
+    let raw = raw_of(r.scan_raw(&spec_of(&schema), &KeyRange::ALL).await.unwrap());
+    assert_eq!(raw.rows, 3);
+    let e = w.upsert_raw(&schema, &raw).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Database, "{e}");
+    assert!(e.to_string().contains("23502"), "{e}");
+    assert_eq!(e.location().column.as_deref(), Some("qty"), "{e}");
+    assert_eq!(e.location().table.as_deref(), Some("items"), "{e}");
+    assert_eq!(e.location().key, None, "{e}");
+    assert!(e.to_string().contains("of the raw batch"), "{e}");
+    assert!(!e.to_string().contains("secret"), "{e}");
+    // the same through the staging path (the rows exist already)
+    dst.sql("INSERT INTO items VALUES (1, 'x', 0), (2, 'x', 0), (3, 'x', 0)");
+    let e = w.upsert_raw(&schema, &raw).await.unwrap_err();
+    assert_eq!(e.location().column.as_deref(), Some("qty"), "{e}");
+    assert!(!e.to_string().contains("secret"), "{e}");
+    // a truncated stream is refused by the server
+    src.sql("UPDATE items SET qty = 0");
+    let good = raw_of(r.scan_raw(&spec_of(&schema), &KeyRange::ALL).await.unwrap());
+    let mut cut = good.clone();
+    cut.data.truncate(good.data.len() - 5);
+    let e = w.upsert_raw(&schema, &cut).await.unwrap_err();
+    assert!(e.to_string().contains("22P04"), "{e}");
+    // nothing of the failed batches was written, and the connection is still good
+    assert_eq!(dst.sql("SELECT count(*), min(name), max(name) FROM items"), "3|x|x");
+    assert_eq!(w.upsert_raw(&schema, &good).await.unwrap(), 3);
+    assert_eq!(digest(&dst, "items", "id"), digest(&src, "items", "id"));
 }
