@@ -65,6 +65,7 @@ pub fn print_copy(r: &CopyReport) {
     for t in &r.tables {
         let what = match &t.error {
             Some(e) => format!("FAILED: {e}"),
+            None if t.path == "raw" => format!("{} (binary pass-through)", t.state),
             None => t.state.to_string(),
         };
         println!(

@@ -140,8 +140,9 @@ pub trait Writer: Send {
     /// The table's columns and primary key, or `None` if it does not exist.
     async fn describe(&mut self, table: &str) -> Result<Option<TableSchema>>;
 
-    /// Creates the table with each column's native type ([`Connector::native_type`])
-    /// and the primary key. Fails if it exists.
+    /// Creates the table with the primary key and, for each column, `Column::native`
+    /// when it is set (a same-engine copy keeps the source's exact types) or else
+    /// [`Connector::native_type`] of its portable type. Fails if it exists.
     async fn create_table(&mut self, schema: &TableSchema) -> Result<()>;
 
     /// Inserts the rows, replacing rows with the same key, in one transaction.

@@ -50,6 +50,9 @@ pub struct TableReport {
     /// Chunks finished by an earlier run and not copied again.
     pub chunks_skipped: u64,
     pub chunks_total: u64,
+    /// How chunks travelled: `raw` (the engine's own bulk format, same engine and
+    /// identical column types) or `rows` (decoded and fitted value by value).
+    pub path: &'static str,
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -135,6 +138,9 @@ pub async fn copy(ctx: &CopyContext, plan: &Plan) -> Result<CopyReport> {
         }
         queue.extend(pending.into_iter().map(|c| (i, c)));
         let raw = raw_eligible(ctx, tp, &write);
+        if raw {
+            tracing::info!(table = %name, "identical column types: chunks may travel in the engine's bulk format");
+        }
         tables.push(Table { plan: tp.clone(), write, raw: AtomicBool::new(raw), skipped });
     }
     drop(conns);
@@ -205,6 +211,7 @@ fn report(ctx: &CopyContext, shared: &Shared, started: Instant) -> Result<CopyRe
             chunks_copied,
             chunks_skipped: t.skipped,
             chunks_total: chunks.len() as u64,
+            path: if t.raw.load(Ordering::Relaxed) { "raw" } else { "rows" },
             state,
             error,
         });

@@ -75,6 +75,7 @@ impl TablePlan {
                 };
                 let target_type = match self.existing.as_ref().and_then(|t| t.column(&col.name)) {
                     Some(existing) => format!("{} (existing)", existing.native),
+                    None if !col.native.is_empty() => col.native.clone(),
                     None => target.native_type(&col.ty),
                 };
                 MappedColumn {
@@ -127,9 +128,11 @@ pub async fn plan(job: &Job, source: &dyn Connector, target: &dyn Connector) -> 
         job.tables.clone()
     };
 
+    // a same-engine copy creates target columns with the source's exact types
+    let same_engine = source.engine() == target.engine();
     let mut tables = Vec::new();
     for tj in table_jobs {
-        match plan_table(&tj, reader.as_mut(), &mut problems).await? {
+        match plan_table(&tj, reader.as_mut(), same_engine, &mut problems).await? {
             Some(mut tp) => {
                 let existing = match treader.as_mut() {
                     Some(r) => r.describe(tp.target_name()).await?,
@@ -172,7 +175,12 @@ fn side_error(side: &str, url: &pontoon_core::SecretUrl, e: Error) -> Error {
 }
 
 /// Plans one table; `Ok(None)` when problems were recorded instead.
-async fn plan_table(tj: &TableJob, reader: &mut dyn Reader, problems: &mut Problems) -> Result<Option<TablePlan>> {
+async fn plan_table(
+    tj: &TableJob,
+    reader: &mut dyn Reader,
+    keep_native: bool,
+    problems: &mut Problems,
+) -> Result<Option<TablePlan>> {
     let line = tj.line;
     let source = match reader.describe(&tj.source).await {
         Ok(Some(s)) => s,
@@ -264,7 +272,7 @@ async fn plan_table(tj: &TableJob, reader: &mut dyn Reader, problems: &mut Probl
                 name: name.to_string(),
                 ty: c.ty.clone(),
                 nullable: c.nullable,
-                native: String::new(),
+                native: if keep_native { c.native.clone() } else { String::new() },
                 has_default: false,
             });
         }

@@ -213,3 +213,75 @@ async fn the_throttle_holds_the_rows_per_second_limit() {
     // one second of burst, then 2000 rows at 1000 rows/s
     assert!(started.elapsed() >= Duration::from_millis(1900), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn planning_interrupted_midway_resumes_without_gaps_or_overlaps() {
+    let src = pg_db();
+    src.sql(
+        "CREATE TABLE ev (id int PRIMARY KEY, tenant int, v text);
+         INSERT INTO ev SELECT g, g % 3, 'v' || g FROM generate_series(1, 1500) g;",
+    );
+    let dst = pg_db();
+    let dir = temp_dir("pontoon-copy-replan");
+    let path = dir.join("job.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[source]\nurl = \"{}\"\n[target]\nurl = \"{}\"\n[copy]\nchunk_rows = 10\nworkers = 1\n[[tables]]\nsource = \"ev\"\npartition_by = \"tenant\"\n",
+            src.url, dst.url
+        ),
+    )
+    .unwrap();
+    let job = Job::load(&path).unwrap();
+    let s = connector(&job.source, &job.base_dir).unwrap();
+    let t = connector(&job.target, &job.base_dir).unwrap();
+    let plan = plan(&job, s.as_ref(), t.as_ref()).await.unwrap();
+    let state = Arc::new(StateStore::open(&job.state_path()).unwrap());
+    let ctx = |stop: Arc<AtomicBool>| CopyContext {
+        source: s.clone(),
+        target: t.clone(),
+        state: state.clone(),
+        settings: job.copy.clone(),
+        progress: Arc::new(Progress::new(
+            plan.tables.iter().map(|t| (t.job.source.clone(), t.target_name().into(), 0)),
+        )),
+        stop,
+        retry: RetryPolicy::default(),
+    };
+
+    // first run: stopped once about 60 of the ~150 chunks are planned
+    let stop = Arc::new(AtomicBool::new(false));
+    let first = ctx(stop.clone());
+    let progress = first.progress.clone();
+    let watcher = tokio::spawn(async move {
+        while progress.tables[0].chunks_total.load(std::sync::atomic::Ordering::Relaxed) < 60 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let report = copy(&first, &plan).await.unwrap();
+    watcher.await.unwrap();
+    assert!(report.interrupted, "{report:?}");
+    let record = state.table("ev").unwrap().unwrap();
+    assert!(!record.planned, "planning was interrupted");
+    let planned_before = state.chunks("ev").unwrap().len();
+    assert!((60..150).contains(&planned_before), "{planned_before} chunks planned before the stop");
+
+    // second run: planning resumes where it stopped, the copy completes
+    let report = copy(&ctx(Arc::new(AtomicBool::new(false))), &plan).await.unwrap();
+    assert!(!report.interrupted && !report.failed(), "{report:?}");
+    assert!(state.table("ev").unwrap().unwrap().planned);
+    let chunks = state.chunks("ev").unwrap();
+    // per partition: the chunks tile the key space, from unbounded to unbounded
+    for tenant in 0..3 {
+        let mine: Vec<_> = chunks.iter().filter(|c| c.partition == Some(Value::Int(tenant))).collect();
+        assert!(mine.first().unwrap().range.after.is_none(), "tenant {tenant} starts unbounded");
+        assert!(mine.last().unwrap().range.upto.is_none(), "tenant {tenant} ends unbounded");
+        for pair in mine.windows(2) {
+            assert_eq!(pair[0].range.upto, pair[1].range.after, "tenant {tenant}: chunks must meet exactly");
+        }
+    }
+    assert!(chunks.iter().all(|c| c.done && c.completions == 1), "every chunk copied exactly once");
+    let q = "SELECT count(*) || ' ' || md5(string_agg(concat_ws(':', id, tenant, v), ',' ORDER BY id)) FROM ev";
+    assert_eq!(dst.sql(q), src.sql(q));
+}

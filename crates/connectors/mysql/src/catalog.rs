@@ -147,6 +147,58 @@ fn normalize_check(clause: &str) -> String {
     out
 }
 
+/// What the writer needs to know about a table before it loads it with `LOAD DATA`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LoadFacts {
+    /// Columns whose text must be converted by the server: `uuid` (which parses
+    /// text only in a character set, not in the `binary` the file is read in) and
+    /// text in a character set other than utf8mb4 (the file's bytes are UTF-8).
+    pub converted: Vec<String>,
+    /// `year` columns (the text `0` would be the year 2000).
+    pub years: Vec<String>,
+    /// Foreign keys that reference the table, or triggers on it: a `REPLACE` (delete,
+    /// then insert) would cascade to other tables or fire delete triggers.
+    pub replace_unsafe: bool,
+    /// The table was found (facts about a missing table are not worth keeping).
+    pub found: bool,
+}
+
+/// The [`LoadFacts`] of a table of `database`.
+pub(crate) async fn load_facts(conn: &mut Conn, database: &str, table: &str) -> Result<LoadFacts> {
+    let params = vec![param(database), param(table)];
+    let rows = fetch(
+        conn,
+        "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+        params.clone(),
+    )
+    .await?;
+    let mut facts = LoadFacts::default();
+    for r in rows.iter().filter(|r| text(&r[0]).as_deref() == Some(table)) {
+        facts.found = true;
+        let name = text(&r[1]).unwrap_or_default();
+        let data_type = text(&r[2]).unwrap_or_default().to_ascii_lowercase();
+        let charset = text(&r[3]).map(|c| c.to_ascii_lowercase());
+        if data_type == "year" {
+            facts.years.push(name);
+        } else if data_type == "uuid" || charset.is_some_and(|c| c != "utf8mb4" && c != "binary") {
+            facts.converted.push(name);
+        }
+    }
+    // Names compare case-insensitively here: a false match only costs the fast path.
+    let dependents = fetch(
+        conn,
+        "SELECT (SELECT count(*) FROM information_schema.REFERENTIAL_CONSTRAINTS \
+                 WHERE UNIQUE_CONSTRAINT_SCHEMA = ? AND REFERENCED_TABLE_NAME = ?) \
+              + (SELECT count(*) FROM information_schema.TRIGGERS \
+                 WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ?)",
+        vec![param(database), param(table), param(database), param(table)],
+    )
+    .await?;
+    facts.replace_unsafe = dependents.first().and_then(|r| number(&r[0])).unwrap_or(1) > 0;
+    Ok(facts)
+}
+
 /// The engine's row estimate; a count when the estimate is missing or zero.
 pub(crate) async fn estimate_rows(conn: &mut Conn, database: &str, table: &str) -> Result<u64> {
     let rows = fetch(

@@ -11,8 +11,9 @@ use pontoon_core::{Error, ErrorKind};
 const TRANSIENT: &[u16] = &[1213, 1205, 1020, 1053, 1927, 1040, 2006, 2013];
 
 /// Server error codes meaning a value the column cannot hold: data too long, out of
-/// range, incorrect value, NULL into NOT NULL, data truncated, invalid characters.
-const VALUE_RANGE: &[u16] = &[1406, 1264, 1366, 1292, 1048, 1265, 1300];
+/// range, incorrect value, NULL into NOT NULL (INSERT; `LOAD DATA`), data truncated,
+/// invalid characters.
+const VALUE_RANGE: &[u16] = &[1406, 1264, 1366, 1292, 1048, 1263, 1265, 1300];
 
 /// Server error codes meaning the schema is not what was expected: no such table,
 /// unknown column.
@@ -149,11 +150,16 @@ pub(crate) fn column_in(message: &str) -> Option<String> {
     None
 }
 
-/// The row number in `... at row N` (1-based, counting the rows of one statement).
+/// The row number in `... at row N` or `Row N was truncated ...` / `Row N doesn't
+/// contain data for all columns` (1-based, counting the rows of one statement or of
+/// one `LOAD DATA` file).
 pub(crate) fn row_in(message: &str) -> Option<usize> {
-    let i = message.rfind(" at row ")?;
-    let digits: String = message[i + 8..].chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits.parse().ok()
+    let number_after = |marker: &str| {
+        let i = message.rfind(marker)?;
+        let digits: String = message[i + marker.len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
+        digits.parse().ok()
+    };
+    number_after(" at row ").or_else(|| number_after("Row "))
 }
 
 /// Parses `'name'` or `` `a`.`b`.`c` `` at the start of `s`; returns the last part.
@@ -201,6 +207,7 @@ mod tests {
         assert_eq!(kind_of(2013), ErrorKind::Transient);
         assert_eq!(kind_of(1406), ErrorKind::ValueRange);
         assert_eq!(kind_of(1048), ErrorKind::ValueRange);
+        assert_eq!(kind_of(1263), ErrorKind::ValueRange);
         assert_eq!(kind_of(1146), ErrorKind::Schema);
         assert_eq!(kind_of(1064), ErrorKind::Database);
     }
@@ -213,6 +220,9 @@ mod tests {
         let m = "Incorrect integer value: 'ab'c' for column `shop`.`t`.`qty` at row 12";
         assert_eq!(column_in(m).as_deref(), Some("qty"));
         assert_eq!(row_in(m), Some(12));
+        assert_eq!(row_in("Row 7 was truncated; it contained more data than there were input columns"), Some(7));
+        assert_eq!(row_in("warning Row 2 doesn't contain data for all columns (MariaDB error 1261)"), Some(2));
+        assert_eq!(row_in("Deadlock found"), None);
         assert_eq!(column_in("Column 'a``b' cannot be null").as_deref(), Some("a``b"));
         assert_eq!(column_in("Column `a``b` cannot be null").as_deref(), Some("a`b"));
         assert_eq!(column_in("Unknown column 'zz' in 'field list'").as_deref(), Some("zz"));

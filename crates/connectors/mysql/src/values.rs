@@ -151,67 +151,103 @@ fn civil_days(y: u16, m: u8, d: u8) -> Result<i64> {
     Ok(days)
 }
 
-/// Encodes a value (already fitted by the engine) as a parameter for `column` of
-/// the target table. Checks what the target's type cannot say in portable terms:
-/// fraction digits of times and timestamps, trailing spaces in `char(n)`.
-pub(crate) fn encode(v: &Value, column: &Column) -> Result<My> {
+/// What a target column's native type says beyond its portable type, read once per
+/// batch rather than once per value: the checks [`check`] makes and the spellings
+/// [`encode_text`] needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    ty: ColumnType,
+    /// The native type, for messages.
+    native: String,
+    /// `char(n)`: MariaDB drops trailing spaces.
+    char_length: Option<u32>,
+    /// `binary(n)`: MariaDB pads shorter values with zero bytes.
+    binary_length: Option<u32>,
+    /// `float(M,D)`, `double(M,D)`: MariaDB rounds to `D` decimals.
+    float_decimals: Option<u32>,
+    /// Fraction digits of a time, datetime or timestamp column.
+    fraction_digits: Option<u32>,
+    /// A `year` column: maps 1..99 to 1970..2069, and the text `0` to 2000.
+    year: bool,
+}
+
+impl Target {
+    pub(crate) fn of(column: &Column) -> Target {
+        let native = column.native.as_str();
+        Target {
+            ty: column.ty.clone(),
+            native: native.to_string(),
+            char_length: types::char_length(native).filter(|n| *n > 0),
+            binary_length: types::binary_length(native),
+            float_decimals: types::float_decimals(native),
+            fraction_digits: types::fractional_digits(native).filter(|d| *d < 6),
+            year: types::is_year(native),
+        }
+    }
+
+    /// Marks the column as a `year` column (known from the catalog when the schema
+    /// given to the writer does not spell the native type).
+    pub(crate) fn set_year(&mut self) {
+        self.year = true;
+    }
+}
+
+/// Checks what the target's type cannot say in portable terms and MariaDB would change
+/// without an error: fraction digits of times and timestamps, trailing spaces in
+/// `char(n)`, short values in `binary(n)`, two-digit years, -0.0, floats rounded to a
+/// column's decimals.
+pub(crate) fn check(v: &Value, target: &Target) -> Result<()> {
+    match v {
+        Value::Int(i) if target.year && !(*i == 0 || (1901..=2155).contains(i)) => {
+            Err(range(format!("{i} is not a year MariaDB's {} holds as it is (0 or 1901..2155)", target.native)))
+        }
+        Value::UInt(u) if target.year && !(*u == 0 || (1901..=2155).contains(u)) => {
+            Err(range(format!("{u} is not a year MariaDB's {} holds as it is (0 or 1901..2155)", target.native)))
+        }
+        Value::F32(f) => {
+            refuse_negative_zero(*f as f64, target)?;
+            refuse_float_rounding(*f as f64, target)
+        }
+        Value::F64(d) => {
+            refuse_negative_zero(*d, target)?;
+            refuse_float_rounding(*d, target)
+        }
+        Value::Text(s) if target.char_length.is_some() && s.ends_with(' ') => Err(range(format!(
+            "text ending in spaces cannot be stored in {}: MariaDB drops trailing spaces",
+            target.native
+        ))),
+        Value::Bytes(b) if target.binary_length.is_some_and(|n| b.len() < n as usize) => Err(range(format!(
+            "{} bytes cannot be stored in {}: MariaDB pads them with zero bytes",
+            b.len(),
+            target.native
+        ))),
+        Value::Timestamp(t) | Value::TimestampTz(t) | Value::Time(t) => check_fraction(*t, target),
+        _ => Ok(()),
+    }
+}
+
+/// Encodes a value (already fitted by the engine) as a parameter for the target
+/// column, after [`check`].
+pub(crate) fn encode(v: &Value, target: &Target) -> Result<My> {
+    check(v, target)?;
     Ok(match v {
         Value::Null => My::NULL,
         Value::Bool(b) => My::Int(*b as i64),
-        Value::Int(i) => {
-            if types::is_year(&column.native) && !(*i == 0 || (1901..=2155).contains(i)) {
-                return Err(range(format!(
-                    "{i} is not a year MariaDB's {} holds as it is (0 or 1901..2155)",
-                    column.native
-                )));
-            }
-            match column.ty {
-                ColumnType::Float32 => My::Float(*i as f32),
-                ColumnType::Float64 => My::Double(*i as f64),
-                _ => My::Int(*i),
-            }
-        }
+        Value::Int(i) => match target.ty {
+            ColumnType::Float32 => My::Float(*i as f32),
+            ColumnType::Float64 => My::Double(*i as f64),
+            _ => My::Int(*i),
+        },
         Value::UInt(u) => My::UInt(*u),
-        Value::F32(f) => {
-            refuse_negative_zero(*f as f64, column)?;
-            refuse_float_rounding(*f as f64, column)?;
-            match column.ty {
-                ColumnType::Float64 => My::Double(*f as f64),
-                _ => My::Float(*f),
-            }
-        }
-        Value::F64(d) => {
-            refuse_negative_zero(*d, column)?;
-            refuse_float_rounding(*d, column)?;
-            My::Double(*d)
-        }
+        Value::F32(f) => match target.ty {
+            ColumnType::Float64 => My::Double(*f as f64),
+            _ => My::Float(*f),
+        },
+        Value::F64(d) => My::Double(*d),
         Value::Decimal(d) => My::Bytes(d.as_str().as_bytes().to_vec()),
-        Value::Text(s) => {
-            if let Some(n) = types::char_length(&column.native)
-                && n > 0
-                && s.ends_with(' ')
-            {
-                return Err(range(format!(
-                    "text ending in spaces cannot be stored in {}: MariaDB drops trailing spaces",
-                    column.native
-                )));
-            }
-            My::Bytes(s.as_bytes().to_vec())
-        }
-        Value::Json(s) => My::Bytes(s.as_bytes().to_vec()),
-        Value::Bytes(b) => {
-            if let Some(n) = types::binary_length(&column.native)
-                && b.len() < n as usize
-            {
-                return Err(range(format!(
-                    "{} bytes cannot be stored in {}: MariaDB pads them with zero bytes",
-                    b.len(),
-                    column.native
-                )));
-            }
-            My::Bytes(b.clone())
-        }
-        Value::Uuid(u) => match column.ty {
+        Value::Text(s) | Value::Json(s) => My::Bytes(s.as_bytes().to_vec()),
+        Value::Bytes(b) => My::Bytes(b.clone()),
+        Value::Uuid(u) => match target.ty {
             ColumnType::Bytes { .. } => My::Bytes(u.to_vec()),
             _ => My::Bytes(format_uuid(u).into_bytes()),
         },
@@ -220,7 +256,6 @@ pub(crate) fn encode(v: &Value, column: &Column) -> Result<My> {
             My::Date(y, m, day, 0, 0, 0, 0)
         }
         Value::Timestamp(t) | Value::TimestampTz(t) => {
-            check_fraction(*t, column)?;
             let days = t.div_euclid(MICROS_PER_DAY);
             let tod = t.rem_euclid(MICROS_PER_DAY);
             let (y, m, d) = calendar(days)?;
@@ -236,7 +271,6 @@ pub(crate) fn encode(v: &Value, column: &Column) -> Result<My> {
             )
         }
         Value::Time(t) => {
-            check_fraction(*t, column)?;
             let abs = t.unsigned_abs();
             let us = (abs % 1_000_000) as u32;
             let secs = abs / 1_000_000;
@@ -246,11 +280,134 @@ pub(crate) fn encode(v: &Value, column: &Column) -> Result<My> {
     })
 }
 
+/// Appends a value (already fitted by the engine) to `out` as one field of a
+/// `LOAD DATA ... CHARACTER SET binary FIELDS TERMINATED BY '\t' ESCAPED BY '\\'`
+/// file, after [`check`]; the caller writes the separators.
+///
+/// NULL is `\N`; text, JSON and bytes are their bytes with `\`, tab, newline and NUL
+/// escaped (so an empty string is an empty field, distinct from NULL); integers and
+/// decimals are their digits; booleans 0 or 1; floats the shortest text that parses
+/// back to the same double (a `float` column is sent the exact double of its value:
+/// the server's parse and rounding to float then give back the same bits); dates,
+/// datetimes and times as `YYYY-MM-DD`, `YYYY-MM-DD HH:MM:SS.ffffff` and
+/// `[-]HHH:MM:SS.ffffff`; UUIDs hyphenated (16 bytes for a bytes column). A `year`
+/// column gets `0000` for 0 (the text `0` would be the year 2000).
+pub(crate) fn encode_text(v: &Value, target: &Target, out: &mut Vec<u8>) -> Result<()> {
+    use std::io::Write as _;
+    check(v, target)?;
+    let finite = match v {
+        Value::F32(f) => f.is_finite(),
+        Value::F64(d) => d.is_finite(),
+        _ => true,
+    };
+    if !finite {
+        // the engine's `fit` refuses them first (MariaDB has no such values)
+        return Err(range("NaN and infinity cannot be stored in MariaDB"));
+    }
+    // Writing to a Vec cannot fail.
+    let _ = match v {
+        Value::Null => {
+            out.extend_from_slice(b"\\N");
+            Ok(())
+        }
+        Value::Int(0) | Value::UInt(0) | Value::Bool(false) if target.year => {
+            out.extend_from_slice(b"0000");
+            Ok(())
+        }
+        Value::Bool(b) => {
+            out.push(if *b { b'1' } else { b'0' });
+            Ok(())
+        }
+        Value::Int(i) => match target.ty {
+            // the rounding the binary protocol's float parameter would make
+            ColumnType::Float32 => write_double(out, *i as f32 as f64),
+            _ => write!(out, "{i}"),
+        },
+        Value::UInt(u) => write!(out, "{u}"),
+        Value::F32(f) => write_double(out, *f as f64),
+        Value::F64(d) => write_double(out, *d),
+        Value::Decimal(d) => {
+            out.extend_from_slice(d.as_str().as_bytes());
+            Ok(())
+        }
+        Value::Text(s) | Value::Json(s) => {
+            escape_into(s.as_bytes(), out);
+            Ok(())
+        }
+        Value::Bytes(b) => {
+            escape_into(b, out);
+            Ok(())
+        }
+        Value::Uuid(u) => match target.ty {
+            ColumnType::Bytes { .. } => {
+                escape_into(u, out);
+                Ok(())
+            }
+            _ => {
+                out.extend_from_slice(format_uuid(u).as_bytes());
+                Ok(())
+            }
+        },
+        Value::Date(d) => {
+            let (y, m, day) = calendar(*d as i64)?;
+            write!(out, "{y:04}-{m:02}-{day:02}")
+        }
+        Value::Timestamp(t) | Value::TimestampTz(t) => {
+            let (y, m, d) = calendar(t.div_euclid(MICROS_PER_DAY))?;
+            let tod = t.rem_euclid(MICROS_PER_DAY);
+            let secs = tod / MICROS_PER_SECOND;
+            write!(
+                out,
+                "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:06}",
+                secs / 3600,
+                secs / 60 % 60,
+                secs % 60,
+                tod % MICROS_PER_SECOND
+            )
+        }
+        Value::Time(t) => {
+            let sign = if *t < 0 { "-" } else { "" };
+            let abs = t.unsigned_abs();
+            let secs = abs / 1_000_000;
+            write!(out, "{sign}{:02}:{:02}:{:02}.{:06}", secs / 3600, secs / 60 % 60, secs % 60, abs % 1_000_000)
+        }
+    };
+    Ok(())
+}
+
+/// The shortest decimal text that parses back to exactly `d` (finite).
+fn write_double(out: &mut Vec<u8>, d: f64) -> std::io::Result<()> {
+    use std::io::Write as _;
+    write!(out, "{d:e}")
+}
+
+/// Appends bytes with LOAD DATA's escapes: `\\`, `\t`, `\n` and `\0` for backslash,
+/// tab, newline and NUL (the field and line terminators and the escape character;
+/// NUL because the server reads `\0` back as NUL either way).
+pub(crate) fn escape_into(bytes: &[u8], out: &mut Vec<u8>) {
+    out.reserve(bytes.len());
+    let mut from = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        let escaped = match b {
+            b'\\' => b'\\',
+            b'\t' => b't',
+            b'\n' => b'n',
+            0 => b'0',
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[from..i]);
+        out.push(b'\\');
+        out.push(escaped);
+        from = i + 1;
+    }
+    out.extend_from_slice(&bytes[from..]);
+}
+
 /// MariaDB stores -0.0 as 0.0 in `float` and `double` columns (so that a unique
 /// index cannot hold both): refuse it rather than change its bits.
-fn refuse_negative_zero(f: f64, column: &Column) -> Result<()> {
+fn refuse_negative_zero(f: f64, target: &Target) -> Result<()> {
     if f == 0.0 && f.is_sign_negative() {
-        return Err(range(format!("-0.0 cannot be stored in {}: MariaDB would store 0.0", column.native)));
+        return Err(range(format!("-0.0 cannot be stored in {}: MariaDB would store 0.0", target.native)));
     }
     Ok(())
 }
@@ -258,8 +415,8 @@ fn refuse_negative_zero(f: f64, column: &Column) -> Result<()> {
 /// MariaDB rounds a value for a `float(M,D)` or `double(M,D)` column to `D` decimals
 /// without a warning: refuse a value that rounding would change (the same arithmetic
 /// as the server's `truncate_double`).
-fn refuse_float_rounding(f: f64, column: &Column) -> Result<()> {
-    let Some(dec) = types::float_decimals(&column.native) else {
+fn refuse_float_rounding(f: f64, target: &Target) -> Result<()> {
+    let Some(dec) = target.float_decimals else {
         return Ok(());
     };
     if !f.is_finite() {
@@ -267,10 +424,10 @@ fn refuse_float_rounding(f: f64, column: &Column) -> Result<()> {
     }
     let scale = 10f64.powi(dec as i32);
     let rounded = f.floor() + ((f - f.floor()) * scale).round_ties_even() / scale;
-    let stored = if column.ty == ColumnType::Float32 { rounded as f32 as f64 } else { rounded };
-    let original = if column.ty == ColumnType::Float32 { f as f32 as f64 } else { f };
+    let stored = if target.ty == ColumnType::Float32 { rounded as f32 as f64 } else { rounded };
+    let original = if target.ty == ColumnType::Float32 { f as f32 as f64 } else { f };
     if stored.to_bits() != original.to_bits() {
-        return Err(range(format!("{} would round the value to {dec} decimals", column.native)));
+        return Err(range(format!("{} would round the value to {dec} decimals", target.native)));
     }
     Ok(())
 }
@@ -283,13 +440,11 @@ fn calendar(days: i64) -> Result<(u16, u8, u8)> {
 
 /// MariaDB rounds fractional seconds beyond a column's precision without a warning:
 /// refuse a value whose fraction the target column cannot hold.
-fn check_fraction(micros: i64, column: &Column) -> Result<()> {
-    if let Some(digits) = types::fractional_digits(&column.native)
-        && digits < 6
-    {
+fn check_fraction(micros: i64, target: &Target) -> Result<()> {
+    if let Some(digits) = target.fraction_digits {
         let unit = 10i64.pow(6 - digits);
         if micros.rem_euclid(unit) != 0 {
-            return Err(range(format!("the fractional seconds do not fit {} (it would round them)", column.native)));
+            return Err(range(format!("the fractional seconds do not fit {} (it would round them)", target.native)));
         }
     }
     Ok(())
@@ -299,8 +454,67 @@ fn check_fraction(micros: i64, column: &Column) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn col(ty: ColumnType, native: &str) -> Column {
-        Column { name: "c".into(), ty, nullable: true, native: native.into(), has_default: false }
+    fn col(ty: ColumnType, native: &str) -> Target {
+        Target::of(&Column { name: "c".into(), ty, nullable: true, native: native.into(), has_default: false })
+    }
+
+    fn text(v: Value, target: &Target) -> String {
+        let mut out = Vec::new();
+        encode_text(&v, target, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn load_data_fields() {
+        let t = col(ColumnType::TEXT, "longtext");
+        assert_eq!(text(Value::Null, &t), r"\N");
+        assert_eq!(text(Value::Text(String::new()), &t), "");
+        assert_eq!(text(Value::Text(r"\N".into()), &t), r"\\N");
+        assert_eq!(text(Value::Text("NULL".into()), &t), "NULL");
+        assert_eq!(text(Value::Text("a\tb\nc\\d\0e\rf é😀".into()), &t), "a\\tb\\nc\\\\d\\0e\rf é😀");
+        let b = col(ColumnType::Bytes { max_bytes: None }, "longblob");
+        let mut out = Vec::new();
+        encode_text(&Value::Bytes((0..=255u8).collect()), &b, &mut out).unwrap();
+        assert_eq!(out.len(), 256 + 4);
+        assert_eq!(&out[..3], b"\\0\x01");
+        encode_text(&Value::Uuid([b'\n'; 16]), &b, &mut out).unwrap();
+        assert!(out.ends_with(&b"\\n".repeat(16)));
+        let i = col(ColumnType::I64, "bigint(20)");
+        assert_eq!(text(Value::Int(i64::MIN), &i), "-9223372036854775808");
+        assert_eq!(text(Value::UInt(u64::MAX), &i), "18446744073709551615");
+        assert_eq!(text(Value::Bool(true), &i), "1");
+        let year = col(ColumnType::Int { bytes: 2, unsigned: false }, "year(4)");
+        assert_eq!(text(Value::Int(0), &year), "0000");
+        assert_eq!(text(Value::Int(2024), &year), "2024");
+        let d = col(ColumnType::Date, "date");
+        assert_eq!(text(Value::Date(0), &d), "1970-01-01");
+        let ts = col(ColumnType::Timestamp, "datetime(6)");
+        assert_eq!(text(Value::Timestamp(-1), &ts), "1969-12-31 23:59:59.999999");
+        let tm = col(ColumnType::Time, "time(6)");
+        assert_eq!(text(Value::Time(-((838 * 3600 + 59 * 60 + 59) * 1_000_000 + 999_999)), &tm), "-838:59:59.999999");
+        assert_eq!(text(Value::Time(1), &tm), "00:00:00.000001");
+        let u = col(ColumnType::Uuid, "uuid");
+        assert_eq!(text(Value::Uuid([0xab; 16]), &u), "abababab-abab-abab-abab-abababababab");
+        let mut out = Vec::new();
+        assert!(encode_text(&Value::F64(f64::NAN), &col(ColumnType::Float64, "double"), &mut out).is_err());
+        assert!(encode_text(&Value::Text("a ".into()), &col(ColumnType::TEXT, "char(5)"), &mut out).is_err());
+    }
+
+    #[test]
+    fn float_fields_parse_back_exactly() {
+        let f64_col = col(ColumnType::Float64, "double");
+        for d in [0.1, -f64::from_bits(1), f64::MAX, f64::MIN_POSITIVE, 1e300, 123.456, -0.5, 1.0] {
+            let s = text(Value::F64(d), &f64_col);
+            assert_eq!(s.parse::<f64>().unwrap().to_bits(), d.to_bits(), "{s}");
+        }
+        let f32_col = col(ColumnType::Float32, "float");
+        for f in [0.1f32, f32::from_bits(1), f32::MAX, -f32::MIN_POSITIVE, 16_777_217.0] {
+            let s = text(Value::F32(f), &f32_col);
+            assert_eq!((s.parse::<f64>().unwrap() as f32).to_bits(), f.to_bits(), "{s}");
+        }
+        // an integer for a float column is rounded to float first, as a float parameter would be
+        assert_eq!(text(Value::Int(16_777_217), &f32_col), "1.6777216e7");
+        assert_eq!(text(Value::Int(16_777_217), &f64_col), "16777217");
     }
 
     #[test]

@@ -8,14 +8,32 @@ use pontoon_core::{
     SelectExpr, SelectItem, TableSchema, Value, Writer,
 };
 use pontoon_mysql::MysqlConnector;
-use pontoon_testsupport::{PASSWORD, TestDb, USER, mysql_db};
+use pontoon_testsupport::{MariaDbServer, PASSWORD, TestDb, USER, mysql_db};
 
 fn connector(db: &TestDb) -> MysqlConnector {
     MysqlConnector::new(&SecretUrl::new(db.url.clone())).expect("valid URL")
 }
 
+/// `load` and `insert` tests of a writer test `async fn name(load_min_rows: usize)`:
+/// every batch through `LOAD DATA LOCAL`, every batch through INSERT.
+macro_rules! on_both_paths {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn load() {
+                super::$name(0).await
+            }
+
+            #[tokio::test]
+            async fn insert() {
+                super::$name(usize::MAX).await
+            }
+        }
+    };
+}
+
 fn col(name: &str, ty: ColumnType, nullable: bool) -> Column {
-    Column { name: name.into(), native: ty.to_string(), ty, nullable, has_default: false }
+    Column { name: name.into(), native: String::new(), ty, nullable, has_default: false }
 }
 
 fn int(bytes: u8, unsigned: bool) -> ColumnType {
@@ -313,10 +331,10 @@ fn every_type_rows() -> Vec<Row> {
     ]
 }
 
-#[tokio::test]
-async fn every_value_type_round_trips_exactly() {
+on_both_paths!(every_value_type_round_trips_exactly);
+async fn every_value_type_round_trips_exactly(load_min_rows: usize) {
     let db = mysql_db();
-    let c = connector(&db);
+    let c = connector(&db).with_load_data_min_rows(load_min_rows);
     let schema = every_type_schema();
     let mut writer = c.writer().await.unwrap();
     writer.create_table(&schema).await.unwrap();
@@ -394,11 +412,11 @@ async fn every_value_type_round_trips_exactly() {
     assert_eq!(db.sql("SELECT count(*) FROM round_trip"), "4");
 }
 
-#[tokio::test]
-async fn a_timestamp_column_reads_and_writes_utc() {
+on_both_paths!(a_timestamp_column_reads_and_writes_utc);
+async fn a_timestamp_column_reads_and_writes_utc(load_min_rows: usize) {
     let db = mysql_db();
     db.sql("CREATE TABLE tz (id int PRIMARY KEY, at timestamp(6) NULL DEFAULT NULL)");
-    let c = connector(&db);
+    let c = connector(&db).with_load_data_min_rows(load_min_rows);
     let mut writer = c.writer().await.unwrap();
     let rows = vec![
         vec![Value::Int(1), tstz("2024-03-01 12:34:56.123456")],
@@ -414,10 +432,10 @@ async fn a_timestamp_column_reads_and_writes_utc() {
     assert_eq!(db.sql("SET time_zone = '+00:00'; SELECT at FROM tz WHERE id = 1"), "2024-03-01 12:34:56.123456");
 }
 
-#[tokio::test]
-async fn upsert_twice_keeps_each_key_once_with_the_last_values() {
+on_both_paths!(upsert_twice_keeps_each_key_once_with_the_last_values);
+async fn upsert_twice_keeps_each_key_once_with_the_last_values(load_min_rows: usize) {
     let db = mysql_db();
-    let c = connector(&db);
+    let c = connector(&db).with_load_data_min_rows(load_min_rows);
     let schema = TableSchema {
         name: "items".into(),
         columns: vec![
@@ -455,11 +473,11 @@ async fn upsert_twice_keeps_each_key_once_with_the_last_values() {
     assert_eq!(db.sql("SELECT count(*) FROM tags"), "2");
 }
 
-#[tokio::test]
-async fn key_zero_and_negative_keys_survive_auto_increment() {
+on_both_paths!(key_zero_and_negative_keys_survive_auto_increment);
+async fn key_zero_and_negative_keys_survive_auto_increment(load_min_rows: usize) {
     let db = mysql_db();
     db.sql("CREATE TABLE seq (id int NOT NULL AUTO_INCREMENT PRIMARY KEY, v varchar(10))");
-    let c = connector(&db);
+    let c = connector(&db).with_load_data_min_rows(load_min_rows);
     let mut writer = c.writer().await.unwrap();
     let rows = vec![vec![Value::Int(0), t("zero")], vec![Value::Int(-5), t("neg")], vec![Value::Int(3), t("three")]];
     write_fitted(&c, writer.as_mut(), "seq", &rows).await.unwrap();
@@ -467,11 +485,11 @@ async fn key_zero_and_negative_keys_survive_auto_increment() {
     assert_eq!(db.sql("SELECT id, v FROM seq ORDER BY id"), "-5\tneg\n0\tzero\n3\tthree");
 }
 
-#[tokio::test]
-async fn too_long_text_is_a_value_range_error_and_nothing_is_written() {
+on_both_paths!(too_long_text_is_a_value_range_error_and_nothing_is_written);
+async fn too_long_text_is_a_value_range_error_and_nothing_is_written(load_min_rows: usize) {
     let db = mysql_db();
     db.sql("CREATE TABLE short (id int PRIMARY KEY, name varchar(5), amount decimal(10,3))");
-    let c = connector(&db);
+    let c = connector(&db).with_load_data_min_rows(load_min_rows);
     let mut writer = c.writer().await.unwrap();
     let target = writer.describe("short").await.unwrap().unwrap();
     // written without `fit`: the server's strict mode is the second line
@@ -497,11 +515,11 @@ async fn too_long_text_is_a_value_range_error_and_nothing_is_written() {
     assert_eq!(db.sql("SELECT id, name, amount FROM short"), "4\tfine\t1.234");
 }
 
-#[tokio::test]
-async fn strict_mode_errors_are_value_range_errors() {
+on_both_paths!(strict_mode_errors_are_value_range_errors);
+async fn strict_mode_errors_are_value_range_errors(load_min_rows: usize) {
     let db = mysql_db();
     db.sql("CREATE TABLE strict_t (id int PRIMARY KEY, small tinyint NOT NULL, d date)");
-    let c = connector(&db);
+    let c = connector(&db).with_load_data_min_rows(load_min_rows);
     let mut writer = c.writer().await.unwrap();
     let target = writer.describe("strict_t").await.unwrap().unwrap();
     let e = writer.upsert(&target, &[vec![Value::Int(1), Value::Int(300), Value::Null]]).await.unwrap_err();
@@ -519,10 +537,10 @@ async fn strict_mode_errors_are_value_range_errors() {
     assert_eq!(e.kind(), ErrorKind::ValueRange, "{e}");
 }
 
-#[tokio::test]
-async fn created_tables_fit_mariadb_row_and_key_limits() {
+on_both_paths!(created_tables_fit_mariadb_row_and_key_limits);
+async fn created_tables_fit_mariadb_row_and_key_limits(load_min_rows: usize) {
     let db = mysql_db();
-    let c = connector(&db);
+    let c = connector(&db).with_load_data_min_rows(load_min_rows);
     let schema = TableSchema {
         name: "wide".into(),
         columns: vec![
@@ -666,10 +684,10 @@ async fn scan_returns_exactly_the_rows_of_a_key_range() {
     assert_eq!(parts, vec![(Value::Int(0), 2), (Value::Int(-2), 5), (Value::Int(-1), 5)]);
 }
 
-#[tokio::test]
-async fn keys_differing_in_case_or_trailing_space_stay_distinct() {
+on_both_paths!(keys_differing_in_case_or_trailing_space_stay_distinct);
+async fn keys_differing_in_case_or_trailing_space_stay_distinct(load_min_rows: usize) {
     let db = mysql_db();
-    let c = connector(&db);
+    let c = connector(&db).with_load_data_min_rows(load_min_rows);
     let schema = TableSchema {
         name: "words".into(),
         columns: vec![col("w", ColumnType::TEXT, false), col("n", ColumnType::I32, true)],
@@ -817,4 +835,273 @@ async fn a_wrong_password_is_permanent_and_never_shown() {
     let text = e.to_string();
     assert!(!text.contains("not-the-password"), "{text}");
     assert!(text.contains(USER) && text.contains("127.0.0.1"), "{text}");
+}
+
+/// The rows of `table`, read back by `key` with the table's own described types.
+async fn read_back(c: &MysqlConnector, table: &str, key: &[&str]) -> (TableSchema, Vec<Row>) {
+    let mut reader = c.reader().await.unwrap();
+    let schema = reader.describe(table).await.unwrap().expect("table exists");
+    let rows = reader.scan(&spec(&schema, key), &KeyRange::ALL).await.unwrap();
+    (schema, rows)
+}
+
+on_both_paths!(an_unfitted_too_long_value_is_refused_and_nothing_changes);
+/// `LOAD DATA LOCAL` turns a bad value into a warning and truncates it: a value too long
+/// for a `varchar(5)`, written WITHOUT the engine's `fit`, is refused on both paths, and
+/// the table keeps exactly what it had (earlier statements of the batch included).
+async fn an_unfitted_too_long_value_is_refused_and_nothing_changes(load_min_rows: usize) {
+    let db = mysql_db();
+    db.sql("CREATE TABLE v5 (id int PRIMARY KEY, name varchar(5), n int)");
+    // small statements: the refused row is in a later statement of the transaction
+    let c = connector(&db).with_load_data_min_rows(load_min_rows).with_load_data_max_bytes(1_000);
+    let mut writer = c.writer().await.unwrap();
+    let target = writer.describe("v5").await.unwrap().unwrap();
+    let first: Vec<Row> = (0..300).map(|i| vec![Value::Int(i), t(&format!("r{i}")), Value::Int(i)]).collect();
+    assert_eq!(writer.upsert(&target, &first).await.unwrap(), 300);
+    let before = db.sql("SELECT id, name, n FROM v5 ORDER BY id");
+
+    for bad in ["toolong", "éééééé", "abcde "] {
+        let mut second: Vec<Row> = (0..300).map(|i| vec![Value::Int(i), t(&format!("s{i}")), Value::Int(-i)]).collect();
+        second.push(vec![Value::Int(1000), t("new"), Value::Null]);
+        second[250][1] = t(bad);
+        let e = writer.upsert(&target, &second).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ValueRange, "{bad}: {e}");
+        assert_eq!(e.location().table.as_deref(), Some("v5"), "{e}");
+        assert_eq!(e.location().column.as_deref(), Some("name"), "{e}");
+        assert_eq!(e.location().key, Some(vec![Value::Int(250)]), "{e}");
+        assert!(!e.to_string().contains(bad.trim()), "the value is not shown: {e}");
+        assert_eq!(db.sql("SELECT id, name, n FROM v5 ORDER BY id"), before, "{bad}");
+    }
+    // five characters of two bytes each fit (characters count, not bytes)
+    let rows = vec![vec![Value::Int(1), t("ééééé"), Value::Int(1)]];
+    writer.upsert(&target, &rows).await.unwrap();
+    assert_eq!(db.sql("SELECT name FROM v5 WHERE id = 1"), "ééééé");
+}
+
+on_both_paths!(rewriting_a_batch_leaves_each_key_once_with_the_new_values);
+/// Writing a batch again with changed values leaves each key once with the new values;
+/// within one batch the last row of a key wins.
+async fn rewriting_a_batch_leaves_each_key_once_with_the_new_values(load_min_rows: usize) {
+    let db = mysql_db();
+    let c = connector(&db).with_load_data_min_rows(load_min_rows);
+    let schema = TableSchema {
+        name: "accounts".into(),
+        columns: vec![
+            col("id", ColumnType::I64, false),
+            col("name", text(40), true),
+            col("balance", dec(12, 2), true),
+            col("at", ColumnType::Timestamp, true),
+        ],
+        primary_key: vec!["id".into()],
+    };
+    let mut writer = c.writer().await.unwrap();
+    writer.create_table(&schema).await.unwrap();
+    let schema = writer.describe("accounts").await.unwrap().unwrap();
+    let first: Vec<Row> = (0..1000)
+        .map(|i| {
+            let balance = if i % 3 == 0 { Value::Null } else { decimal(&format!("{i}.25")) };
+            vec![Value::Int(i), t(&format!("first {i}")), balance, ts("2024-01-01 00:00:00")]
+        })
+        .collect();
+    writer.upsert(&schema, &first).await.unwrap();
+    let second: Vec<Row> = (0..1000)
+        .map(|i| {
+            let balance = if i % 3 == 1 { Value::Null } else { decimal(&format!("-{i}.50")) };
+            vec![Value::Int(i), t(&format!("second\t{i}")), balance, ts("2025-06-30 12:00:00.5")]
+        })
+        .collect();
+    assert_eq!(writer.upsert(&schema, &second).await.unwrap(), 1000);
+    let (_, back) = read_back(&c, "accounts", &["id"]).await;
+    assert_eq!(back, second);
+    assert_eq!(db.sql("SELECT count(*), count(DISTINCT id) FROM accounts"), "1000\t1000");
+
+    // the same key twice in one batch: the last row wins
+    let twice = vec![
+        vec![Value::Int(5), t("older"), Value::Null, Value::Null],
+        vec![Value::Int(5), t("newer"), decimal("1.00"), Value::Null],
+    ];
+    writer.upsert(&schema, &twice).await.unwrap();
+    assert_eq!(db.sql("SELECT name, balance FROM accounts WHERE id = 5"), "newer\t1.00");
+    assert_eq!(db.sql("SELECT count(*) FROM accounts"), "1000");
+}
+
+on_both_paths!(null_empty_and_markup_text_stay_distinct);
+/// NULL and the empty string stay distinct, and text that looks like LOAD DATA's
+/// markup (`\N`, `NULL`, tabs, newlines, backslashes) arrives as written.
+async fn null_empty_and_markup_text_stay_distinct(load_min_rows: usize) {
+    let db = mysql_db();
+    db.sql("CREATE TABLE marks (id int PRIMARY KEY, t longtext, b longblob, v varchar(10) NOT NULL)");
+    let c = connector(&db).with_load_data_min_rows(load_min_rows);
+    let mut writer = c.writer().await.unwrap();
+    let target = writer.describe("marks").await.unwrap().unwrap();
+    let rows: Vec<Row> = vec![
+        vec![Value::Int(1), Value::Null, Value::Null, t("")],
+        vec![Value::Int(2), t(""), Value::Bytes(Vec::new()), t("x")],
+        vec![Value::Int(3), t("\\N"), Value::Bytes(b"\\N".to_vec()), t("NULL")],
+        vec![Value::Int(4), t("NULL"), Value::Bytes(b"NULL".to_vec()), t("\\")],
+        vec![Value::Int(5), t("a\tb\nc\\d\r\n\0"), Value::Bytes(b"\t\n\\\0\r".to_vec()), t("\\t\\n")],
+        vec![Value::Int(6), t("\\"), Value::Bytes(b"\\".to_vec()), t("end\\")],
+    ];
+    writer.upsert(&target, &rows).await.unwrap();
+    let (_, back) = read_back(&c, "marks", &["id"]).await;
+    assert_eq!(back, rows);
+    assert_eq!(db.sql("SELECT count(*) FROM marks WHERE t IS NULL"), "1");
+    assert_eq!(db.sql("SELECT count(*) FROM marks WHERE b IS NULL"), "1");
+    assert_eq!(db.sql("SELECT count(*) FROM marks WHERE v = ''"), "1");
+    // NULL into a NOT NULL column is refused, not turned into ''
+    let e = writer.upsert(&target, &[vec![Value::Int(7), Value::Null, Value::Null, Value::Null]]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ValueRange, "{e}");
+    assert_eq!(e.location().column.as_deref(), Some("v"), "{e}");
+    assert_eq!(db.sql("SELECT count(*) FROM marks"), "6");
+}
+
+on_both_paths!(bytes_of_every_value_round_trip);
+/// Every byte value, alone and in runs, in blobs and binary columns, with rows large
+/// enough that the file spans several packets.
+async fn bytes_of_every_value_round_trip(load_min_rows: usize) {
+    let db = mysql_db();
+    db.sql("CREATE TABLE raw (id int PRIMARY KEY, b longblob, vb varbinary(300), bn binary(2))");
+    let c = connector(&db).with_load_data_min_rows(load_min_rows);
+    let mut writer = c.writer().await.unwrap();
+    let target = writer.describe("raw").await.unwrap().unwrap();
+    let all: Vec<u8> = (0..=255u8).collect();
+    let mut rows: Vec<Row> = (0..=255u8)
+        .map(|i| {
+            vec![
+                Value::Int(i as i64),
+                Value::Bytes(vec![i]),
+                Value::Bytes(vec![i, i, b'\\', i]),
+                Value::Bytes(vec![i, 255 - i]),
+            ]
+        })
+        .collect();
+    // about 400 KiB of escapes each: the rows cross the 1 MiB packets
+    let heavy: Vec<u8> = all.iter().cycle().take(400_000).copied().collect();
+    for k in 0..6 {
+        let mut b = heavy.clone();
+        b.rotate_left(k * 37);
+        rows.push(vec![Value::Int(1000 + k as i64), Value::Bytes(b), Value::Bytes(all.clone()), Value::Null]);
+    }
+    writer.upsert(&target, &rows).await.unwrap();
+    let (_, back) = read_back(&c, "raw", &["id"]).await;
+    assert_eq!(back.len(), rows.len());
+    for (got, want) in back.iter().zip(&rows) {
+        assert!(got == want, "row {:?} differs", want[0]);
+    }
+}
+
+on_both_paths!(text_is_utf8_and_other_charsets_are_converted);
+/// Text reaches a utf8mb4 column byte for byte (4-byte characters included), and a
+/// column in another character set gets it converted by the server, as a parameter
+/// would be: no mojibake, and a character the column cannot hold is refused.
+async fn text_is_utf8_and_other_charsets_are_converted(load_min_rows: usize) {
+    let db = mysql_db();
+    db.sql(
+        "CREATE TABLE cs (id int PRIMARY KEY, u varchar(10) CHARACTER SET utf8mb4, \
+         l varchar(10) CHARACTER SET latin1, e enum('é','😀'), j json, g uuid)",
+    );
+    let c = connector(&db).with_load_data_min_rows(load_min_rows);
+    let mut writer = c.writer().await.unwrap();
+    let target = writer.describe("cs").await.unwrap().unwrap();
+    let uuid = Value::Uuid(parse_uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap());
+    let rows = vec![
+        vec![Value::Int(1), t("é😀"), t("é"), t("😀"), Value::Json(r#"{"é": "😀"}"#.into()), uuid.clone()],
+        vec![Value::Int(2), t("😀😀😀😀😀😀😀😀😀😀"), t("ÿ\\"), t("é"), Value::Null, Value::Uuid([0; 16])],
+    ];
+    writer.upsert(&target, &rows).await.unwrap();
+    let (_, back) = read_back(&c, "cs", &["id"]).await;
+    assert_eq!(back, rows);
+    assert_eq!(
+        db.sql("SELECT hex(u), hex(l), hex(e), g FROM cs WHERE id = 1"),
+        "C3A9F09F9880\tE9\tF09F9880\ta0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+    );
+    let bad = vec![vec![Value::Int(3), t("x"), t("😀"), Value::Null, Value::Null, Value::Null]];
+    let e = writer.upsert(&target, &bad).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ValueRange, "{e}");
+    assert_eq!(e.location().column.as_deref(), Some("l"), "{e}");
+    let bad = vec![vec![Value::Int(3), t("x"), t("x"), Value::Null, Value::Null, t("not a uuid")]];
+    let e = writer.upsert(&target, &bad).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ValueRange, "{e}");
+    assert_eq!(e.location().column.as_deref(), Some("g"), "{e}");
+    assert_eq!(db.sql("SELECT count(*) FROM cs"), "2");
+}
+
+on_both_paths!(year_zero_stays_zero);
+/// A `year` column keeps 0 as 0000 (the text `0` would be the year 2000), even when
+/// the schema given to the writer does not spell the native type.
+async fn year_zero_stays_zero(load_min_rows: usize) {
+    let db = mysql_db();
+    db.sql("CREATE TABLE years (id int PRIMARY KEY, y year)");
+    let c = connector(&db).with_load_data_min_rows(load_min_rows);
+    let mut writer = c.writer().await.unwrap();
+    let bare = TableSchema {
+        name: "years".into(),
+        columns: vec![col("id", ColumnType::I32, false), col("y", int(2, false), true)],
+        primary_key: vec!["id".into()],
+    };
+    let rows = vec![
+        vec![Value::Int(1), Value::Int(0)],
+        vec![Value::Int(2), Value::Int(2024)],
+        vec![Value::Int(3), Value::Int(1901)],
+        vec![Value::Int(4), Value::Null],
+    ];
+    writer.upsert(&bare, &rows).await.unwrap();
+    assert_eq!(db.sql("SELECT id, y FROM years ORDER BY id"), "1\t0000\n2\t2024\n3\t1901\n4\tNULL");
+    // a two-digit year would be moved to 19xx/20xx: refused
+    let target = writer.describe("years").await.unwrap().unwrap();
+    let e = writer.upsert(&target, &[vec![Value::Int(5), Value::Int(99)]]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ValueRange, "{e}");
+    assert_eq!(e.location().column.as_deref(), Some("y"), "{e}");
+}
+
+/// A `REPLACE` deletes before it inserts: a table that a cascading foreign key
+/// references, or one with a delete trigger, is written with INSERT ... ON DUPLICATE
+/// KEY UPDATE instead, so rewriting its rows touches nothing else.
+#[tokio::test]
+async fn referenced_and_triggered_tables_are_not_replaced() {
+    let db = mysql_db();
+    db.sql(
+        "CREATE TABLE parent (id int PRIMARY KEY, v int);
+         CREATE TABLE child (id int PRIMARY KEY, parent_id int,
+             FOREIGN KEY (parent_id) REFERENCES parent (id) ON DELETE CASCADE);
+         CREATE TABLE watched (id int PRIMARY KEY, v int);
+         CREATE TABLE deleted (id int);
+         CREATE TRIGGER watched_del AFTER DELETE ON watched FOR EACH ROW INSERT INTO deleted VALUES (OLD.id)",
+    );
+    let c = connector(&db).with_load_data_min_rows(0);
+    let mut writer = c.writer().await.unwrap();
+    for table in ["parent", "watched"] {
+        let target = writer.describe(table).await.unwrap().unwrap();
+        let rows: Vec<Row> = (0..300).map(|i| vec![Value::Int(i), Value::Int(i)]).collect();
+        writer.upsert(&target, &rows).await.unwrap();
+        if table == "parent" {
+            db.sql("INSERT INTO child SELECT id, id FROM parent");
+        }
+        let rows: Vec<Row> = (0..300).map(|i| vec![Value::Int(i), Value::Int(-i)]).collect();
+        writer.upsert(&target, &rows).await.unwrap();
+        assert_eq!(db.sql(&format!("SELECT count(*), sum(v) FROM {table}")), "300\t-44850");
+    }
+    assert_eq!(db.sql("SELECT count(*) FROM child"), "300");
+    assert_eq!(db.sql("SELECT count(*) FROM deleted"), "0");
+}
+
+/// A server with `local_infile` off refuses `LOAD DATA LOCAL`: the writer writes the
+/// batch with INSERT instead, and goes on that way.
+#[tokio::test]
+async fn without_local_infile_the_writer_falls_back_to_insert() {
+    let server = MariaDbServer::start_private();
+    let db = server.create_db();
+    db.sql("SET GLOBAL local_infile = 0");
+    let c = connector(&db).with_load_data_min_rows(0);
+    let mut writer = c.writer().await.unwrap();
+    db.sql("CREATE TABLE plain (id int PRIMARY KEY, name varchar(5))");
+    let target = writer.describe("plain").await.unwrap().unwrap();
+    for round in 0..2 {
+        let rows: Vec<Row> = (0..500).map(|i| vec![Value::Int(i), t(&format!("{round}-{i}"))]).collect();
+        assert_eq!(writer.upsert(&target, &rows).await.unwrap(), 500);
+    }
+    assert_eq!(db.sql("SELECT count(*), max(name) FROM plain"), "500\t1-99");
+    let e = writer.upsert(&target, &[vec![Value::Int(1), t("toolong")]]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ValueRange, "{e}");
+    assert_eq!(db.sql("SELECT name FROM plain WHERE id = 1"), "1-1");
 }

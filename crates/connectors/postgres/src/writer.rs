@@ -320,7 +320,7 @@ impl Writer for PgWriter {
                 format!(
                     "{} {}{}",
                     quote_ident(&c.name),
-                    pg_native_type(&c.ty),
+                    if c.native.is_empty() { pg_native_type(&c.ty) } else { c.native.clone() },
                     if c.nullable { "" } else { " NOT NULL" }
                 )
             })

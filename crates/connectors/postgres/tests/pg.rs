@@ -29,7 +29,7 @@ fn err<T>(r: pontoon_core::Result<T>) -> pontoon_core::Error {
 }
 
 fn col(name: &str, ty: ColumnType) -> Column {
-    Column { name: name.into(), native: ty.to_string(), ty, nullable: true, has_default: false }
+    Column { name: name.into(), native: String::new(), ty, nullable: true, has_default: false }
 }
 
 fn int(bytes: u8) -> ColumnType {

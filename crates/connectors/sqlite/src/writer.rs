@@ -38,7 +38,10 @@ fn create_sql(schema: &TableSchema) -> String {
     let mut parts: Vec<String> = schema
         .columns
         .iter()
-        .map(|c| format!("{} {}{}", quote(&c.name), native_type(&c.ty), if c.nullable { "" } else { " NOT NULL" }))
+        .map(|c| {
+            let ty = if c.native.is_empty() { native_type(&c.ty) } else { c.native.clone() };
+            format!("{} {ty}{}", quote(&c.name), if c.nullable { "" } else { " NOT NULL" })
+        })
         .collect();
     if !schema.primary_key.is_empty() {
         let key: Vec<String> = schema.primary_key.iter().map(|k| quote(k)).collect();

@@ -1,0 +1,102 @@
+//! Change capture: what every capture mode (triggers, PostgreSQL logical decoding,
+//! MariaDB binlog) delivers to the syncer.
+//!
+//! A change event names a row (table and key), never its values: the syncer re-reads
+//! the current row from the source, which makes applying idempotent and insensitive
+//! to order within a batch (DESIGN.md, correctness model rule 2).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::position::Position;
+use crate::schema::ColumnType;
+use crate::value::Value;
+
+/// Which capture mode a job uses (`[sync] capture`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureMode {
+    /// A change-log table filled by triggers pontoon installs on the source.
+    Triggers,
+    /// PostgreSQL logical decoding (a replication slot) or the MariaDB row binlog.
+    Native,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeOp {
+    Insert,
+    Update,
+    Delete,
+}
+
+/// One committed change of one row. An update that changes the key yields two
+/// events: one for the old key and one for the new.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    /// The source table.
+    pub table: String,
+    /// The source key columns' values, in key order.
+    pub key: Vec<Value>,
+    pub op: ChangeOp,
+}
+
+/// A schema change on a captured table: the sync stops and names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DdlEvent {
+    pub table: String,
+    pub statement: String,
+    pub position: Position,
+}
+
+/// What one read returned. Everything committed up to `position` is in `events`
+/// (or was not about a captured table); the next read starts there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureBatch {
+    pub events: Vec<ChangeEvent>,
+    pub position: Position,
+    /// A DDL statement on a captured table, after the events: stop before it.
+    pub ddl: Option<DdlEvent>,
+    /// When the newest change in the batch was committed (microseconds since the
+    /// epoch), for the lag shown to the operator.
+    pub committed_at_micros: Option<i64>,
+}
+
+/// A table to capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureTable {
+    pub table: String,
+    pub key: Vec<String>,
+    pub key_types: Vec<ColumnType>,
+}
+
+/// A change stream from one source.
+///
+/// Contract: after `start` returned position P0, every change committed on a
+/// captured table after P0 is delivered by `read` at least once, in commit order,
+/// until `release` says it may be forgotten. Reading again from an earlier position
+/// (after a crash) delivers the same changes again. Nothing is removed from the
+/// source before `release`. `cleanup` removes everything `start` installed.
+#[async_trait]
+pub trait Capture: Send {
+    /// Checks that the server allows this capture for these tables. Every refusal is
+    /// reported at once, each naming the setting or table and what to change.
+    async fn preflight(&mut self, tables: &[CaptureTable]) -> Result<()>;
+
+    /// Installs what capture needs (idempotent: a second start reuses it) and returns
+    /// the current position.
+    async fn start(&mut self, tables: &[CaptureTable]) -> Result<Position>;
+
+    /// Changes committed after `from`: at most about `max_events`, waiting at most
+    /// `wait` when there are none yet.
+    async fn read(&mut self, from: &Position, max_events: usize, wait: Duration) -> Result<CaptureBatch>;
+
+    /// Changes up to `upto` are applied and checkpointed: the source may drop them.
+    async fn release(&mut self, upto: &Position) -> Result<()>;
+
+    /// Removes what this capture installed on the server; says what it removed.
+    async fn cleanup(&mut self) -> Result<Vec<String>>;
+}
