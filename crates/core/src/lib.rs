@@ -7,9 +7,11 @@
 //! implements. Errors carry an [`ErrorKind`] that drives the retry policy and a
 //! location (table, key, column) for the operator.
 
+pub mod capture;
 pub mod connector;
 pub mod convert;
 pub mod error;
+pub mod position;
 pub mod scan;
 pub mod schema;
 pub mod value;
@@ -17,6 +19,7 @@ pub mod value;
 pub use connector::{Connector, RawRows, Reader, SecretUrl, Writer};
 pub use convert::Limits;
 pub use error::{Error, ErrorKind, Result, redact_url};
+pub use position::Position;
 pub use scan::{KeyRange, PartitionFilter, Row, ScanSpec, SelectExpr, SelectItem};
 pub use schema::{Column, ColumnType, Engine, TableSchema};
 pub use value::{Decimal, Value};

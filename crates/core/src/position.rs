@@ -46,9 +46,10 @@ impl Position {
                 *self = next;
                 Ok(())
             }
-            Some(Ordering::Greater) => {
-                Err(Error::new(ErrorKind::Internal, format!("change position would move backward from {self} to {next}")))
-            }
+            Some(Ordering::Greater) => Err(Error::new(
+                ErrorKind::Internal,
+                format!("change position would move backward from {self} to {next}"),
+            )),
             None => Err(Error::new(ErrorKind::Internal, format!("positions {self} and {next} are of different kinds"))),
         }
     }
@@ -104,14 +105,14 @@ mod tests {
     #[test]
     fn display_and_parse_round_trip() {
         for p in [
-            Position::PgLsn { lsn: 0x1_16B3_748 },
+            Position::PgLsn { lsn: (1 << 32) | 0x016B_3748 },
             Position::Binlog { file: "binlog.000012".into(), offset: 4567 },
             Position::TriggerSeq { seq: -3 },
         ] {
             let text = p.to_string();
             assert_eq!(text.parse::<Position>().unwrap(), p, "{text}");
         }
-        assert_eq!(Position::PgLsn { lsn: 0x1_16B3_748 }.to_string(), "lsn:1/16B3748");
+        assert_eq!(Position::PgLsn { lsn: (1 << 32) | 0x016B_3748 }.to_string(), "lsn:1/16B3748");
         assert!("lsn:zz".parse::<Position>().is_err());
         assert!("binlog::5".parse::<Position>().is_err());
     }

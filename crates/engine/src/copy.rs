@@ -50,8 +50,9 @@ pub struct TableReport {
     /// Chunks finished by an earlier run and not copied again.
     pub chunks_skipped: u64,
     pub chunks_total: u64,
-    /// How chunks travelled: `raw` (the engine's own bulk format, same engine and
-    /// identical column types) or `rows` (decoded and fitted value by value).
+    /// How this run's chunks travelled: `raw` (the engine's own bulk format, same
+    /// engine and identical column types), `rows` (decoded and fitted value by
+    /// value), `mixed`, or `none` when this run copied no chunk.
     pub path: &'static str,
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -96,6 +97,9 @@ struct Table {
     raw: AtomicBool,
     /// Chunks finished by earlier runs.
     skipped: u64,
+    /// What this run actually wrote: raw chunks, decoded chunks.
+    wrote_raw: AtomicBool,
+    wrote_rows: AtomicBool,
 }
 
 /// Copies every table of `plan`. Returns the report; tables that failed carry their
@@ -141,7 +145,14 @@ pub async fn copy(ctx: &CopyContext, plan: &Plan) -> Result<CopyReport> {
         if raw {
             tracing::info!(table = %name, "identical column types: chunks may travel in the engine's bulk format");
         }
-        tables.push(Table { plan: tp.clone(), write, raw: AtomicBool::new(raw), skipped });
+        tables.push(Table {
+            plan: tp.clone(),
+            write,
+            raw: AtomicBool::new(raw),
+            skipped,
+            wrote_raw: AtomicBool::new(false),
+            wrote_rows: AtomicBool::new(false),
+        });
     }
     drop(conns);
 
@@ -211,7 +222,12 @@ fn report(ctx: &CopyContext, shared: &Shared, started: Instant) -> Result<CopyRe
             chunks_copied,
             chunks_skipped: t.skipped,
             chunks_total: chunks.len() as u64,
-            path: if t.raw.load(Ordering::Relaxed) { "raw" } else { "rows" },
+            path: match (t.wrote_raw.load(Ordering::Relaxed), t.wrote_rows.load(Ordering::Relaxed)) {
+                (true, false) => "raw",
+                (false, true) => "rows",
+                (true, true) => "mixed",
+                (false, false) => "none",
+            },
             state,
             error,
         });
@@ -577,6 +593,10 @@ async fn copy_chunk(
         },
     };
     shared.throttle.acquire(payload.rows()).await;
+    match payload {
+        Payload::Raw(_) => table.wrote_raw.store(true, Ordering::Relaxed),
+        Payload::Rows(_) => table.wrote_rows.store(true, Ordering::Relaxed),
+    }
     let written = write(ctx, conns, &table.write, &payload).await.map_err(|e| e.in_table(name))?;
     ctx.state.finish_chunk(name, chunk.seq, written)?;
     Ok(written)
