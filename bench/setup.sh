@@ -63,27 +63,7 @@ if ((${#missing[@]} == 0)); then
   echo "all benchmark packages are installed (or unavailable): ${PACKAGES[*]}"
 else
   echo "installing: ${missing[*]}"
-  # Keep the packages' maintainer scripts from starting system services.
-  policy=/usr/sbin/policy-rc.d
-  created_policy=false
-  if [[ ! -e "$policy" ]]; then
-    printf '#!/bin/sh\n# written by pontoon bench/setup.sh\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    created_policy=true
-    echo "wrote $policy (exit 101: no service starts during the install)"
-  fi
-  remove_policy() {
-    if $created_policy; then
-      rm -f "$policy"
-      echo "removed $policy"
-    fi
-  }
-  trap remove_policy EXIT
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" || {
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-  }
-  echo "installed: ${missing[*]}"
+  bash "$root/scripts/apt-install.sh" "${missing[@]}"
 fi
 
 if ((${#unavailable[@]} > 0)); then

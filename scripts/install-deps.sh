@@ -29,25 +29,7 @@ if ((${#missing[@]} == 0)); then
   echo "all test packages are installed: ${PACKAGES[*]}"
 else
   echo "installing: ${missing[*]}"
-  # Keep the packages' maintainer scripts from starting system services.
-  policy=/usr/sbin/policy-rc.d
-  created_policy=false
-  if [[ ! -e "$policy" ]]; then
-    printf '#!/bin/sh\n# written by pontoon scripts/install-deps.sh\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    created_policy=true
-    echo "wrote $policy (exit 101: no service starts during the install)"
-  fi
-  remove_policy() {
-    if $created_policy; then
-      rm -f "$policy"
-      echo "removed $policy"
-    fi
-  }
-  trap remove_policy EXIT
-  apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-  echo "installed: ${missing[*]}"
+  bash "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" "${missing[@]}"
 fi
 
 # The tests never use the system-wide servers. Stop any the packages started (a
