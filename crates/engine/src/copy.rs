@@ -114,9 +114,9 @@ pub async fn copy(ctx: &CopyContext, plan: &Plan) -> Result<CopyReport> {
     for (i, tp) in plan.tables.iter().enumerate() {
         ctx.progress.tables[i].set_phase(Phase::Planning);
         let mut backoff = ctx.retry.backoff();
-        let write = loop {
+        let (write, planned) = loop {
             match prepare(ctx, tp, &mut conns).await {
-                Ok(w) => break w,
+                Ok(prepared) => break prepared,
                 Err(e) => {
                     conns = Conns::default();
                     backoff.retry_after("prepare table", e).await.map_err(|e| e.in_table(&tp.job.source))?;
@@ -124,17 +124,16 @@ pub async fn copy(ctx: &CopyContext, plan: &Plan) -> Result<CopyReport> {
             }
         };
         let name = &tp.job.source;
-        let record = ctx.state.table(name)?.ok_or_else(|| Error::internal("table missing from the state store"))?;
         let chunks = ctx.state.chunks(name)?;
         let skipped = chunks.iter().filter(|c| c.done).count() as u64;
         let progress = &ctx.progress.tables[i];
         progress.chunks_total.store(chunks.len() as u64, Ordering::Relaxed);
         progress.chunks_done.store(skipped, Ordering::Relaxed);
         let pending: Vec<ChunkRecord> = chunks.into_iter().filter(|c| !c.done).collect();
-        if !record.planned {
+        if !planned {
             to_plan.push(i);
         }
-        if !record.planned || !pending.is_empty() {
+        if !planned || !pending.is_empty() {
             ctx.state.set_table_state(name, TableState::Copying, None)?;
             progress.set_phase(Phase::Waiting);
         } else {
@@ -241,9 +240,9 @@ fn report(ctx: &CopyContext, shared: &Shared, started: Instant) -> Result<CopyRe
 }
 
 /// Creates the target table if needed and records the table in the state store, or
-/// checks that the recorded plan is for the same mapping. Returns the write schema.
-/// Safe to run again after a failure.
-async fn prepare(ctx: &CopyContext, tp: &TablePlan, conns: &mut Conns) -> Result<TableSchema> {
+/// checks that the recorded plan is for the same mapping. Returns the write schema and
+/// whether the table's chunks are all planned. Safe to run again after a failure.
+async fn prepare(ctx: &CopyContext, tp: &TablePlan, conns: &mut Conns) -> Result<(TableSchema, bool)> {
     let writer = conns.writer(ctx).await?;
     let actual = match writer.describe(tp.target_name()).await? {
         Some(t) => t,
@@ -258,7 +257,7 @@ async fn prepare(ctx: &CopyContext, tp: &TablePlan, conns: &mut Conns) -> Result
     let write = write_schema(tp, &actual)?;
     let name = &tp.job.source;
     let fingerprint = tp.fingerprint();
-    match ctx.state.table(name)? {
+    let planned = match ctx.state.table(name)? {
         Some(rec) if rec.fingerprint != fingerprint => {
             return Err(Error::config(format!(
                 "table {name}: the job's mapping, key or filter changed since this table's copy was planned; \
@@ -266,10 +265,13 @@ async fn prepare(ctx: &CopyContext, tp: &TablePlan, conns: &mut Conns) -> Result
                 tp.target_name(),
             )));
         }
-        Some(_) => {}
-        None => ctx.state.begin_table(name, tp.target_name(), &fingerprint)?,
-    }
-    Ok(write)
+        Some(rec) => rec.planned,
+        None => {
+            ctx.state.begin_table(name, tp.target_name(), &fingerprint)?;
+            false
+        }
+    };
+    Ok((write, planned))
 }
 
 /// Whether a table's chunks may travel in the engine's bulk format: same engine on
@@ -395,7 +397,7 @@ async fn planner(ctx: CopyContext, shared: Arc<Shared>, todo: Vec<usize>) {
             if ctx.stop.load(Ordering::Relaxed) || shared.has_fatal() || shared.is_failed(ti) {
                 break;
             }
-            match plan_table(&ctx, &shared, ti, &mut conns).await {
+            match plan_chunks(&ctx, &shared, ti, &mut conns).await {
                 Ok(()) => break,
                 Err(e) => {
                     conns = Conns::default();
@@ -412,7 +414,7 @@ async fn planner(ctx: CopyContext, shared: Arc<Shared>, todo: Vec<usize>) {
 }
 
 /// Walks one table's key index from where earlier runs (or attempts) stopped.
-async fn plan_table(ctx: &CopyContext, shared: &Shared, ti: usize, conns: &mut Conns) -> Result<()> {
+async fn plan_chunks(ctx: &CopyContext, shared: &Shared, ti: usize, conns: &mut Conns) -> Result<()> {
     let tp = &shared.tables[ti].plan;
     let name = &tp.job.source;
     let existing = ctx.state.chunks(name)?;

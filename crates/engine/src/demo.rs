@@ -59,6 +59,11 @@ impl Rng {
     }
 }
 
+/// An amount of money with two decimal places, from cents (always positive here).
+fn money(cents: i64) -> Value {
+    Value::Decimal(Decimal::parse(&format!("{}.{:02}", cents / 100, cents % 100)).unwrap_or(Decimal::from_i128(0)))
+}
+
 fn col(name: &str, ty: ColumnType, nullable: bool) -> Column {
     Column { name: name.into(), ty, nullable, native: String::new(), has_default: false }
 }
@@ -143,9 +148,7 @@ pub async fn build_shop(dir: &Path, scale: f64) -> Result<u64> {
             Value::Int(id),
             Value::Int(1 + rng.below(n_customers) as i64),
             Value::Text(STATUSES[rng.below(4) as usize].into()),
-            Value::Decimal(
-                Decimal::parse(&format!("{}.{:02}", cents / 100, cents % 100)).unwrap_or(Decimal::from_i128(0)),
-            ),
+            money(cents),
             Value::Timestamp(BASE_TS + rng.below(31_536_000_000_000) as i64),
             if id % 5 == 0 { Value::Text("gift wrap".into()) } else { Value::Null },
         ]);
@@ -156,9 +159,7 @@ pub async fn build_shop(dir: &Path, scale: f64) -> Result<u64> {
                 Value::Int(line),
                 Value::Text(format!("SKU-{:05}", rng.below(20_000))),
                 Value::Int(1 + rng.below(5) as i64),
-                Value::Decimal(
-                    Decimal::parse(&format!("{}.{:02}", price / 100, price % 100)).unwrap_or(Decimal::from_i128(0)),
-                ),
+                money(price),
             ]);
         }
         if batch.len() == 10_000 {

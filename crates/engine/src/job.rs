@@ -9,6 +9,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use pontoon_core::{ColumnType, SecretUrl};
+use pontoon_sqlite::SqliteConnector;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -121,7 +122,8 @@ pub struct Job {
     pub base_dir: PathBuf,
     pub source: SecretUrl,
     pub target: SecretUrl,
-    pub state: Option<SecretUrl>,
+    /// The state store file: `[state] url`, or `<job file>.pontoon.db` beside it.
+    state_file: PathBuf,
     pub copy: CopySettings,
     pub capture: Capture,
     /// Empty: every source table with a primary key, same names and columns.
@@ -152,19 +154,7 @@ impl Job {
 
     /// The state store's location: the `[state] url`, or `<job file>.pontoon.db` beside it.
     pub fn state_path(&self) -> PathBuf {
-        match &self.state {
-            Some(url) => {
-                let raw = url.expose();
-                let p = raw.strip_prefix("sqlite://").or_else(|| raw.strip_prefix("sqlite:")).unwrap_or(raw);
-                let p = Path::new(p);
-                if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
-            }
-            None => {
-                let stem =
-                    self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "job".into());
-                self.base_dir.join(format!("{stem}.pontoon.db"))
-            }
-        }
+        self.state_file.clone()
     }
 }
 
@@ -200,7 +190,11 @@ impl<'a> Parser<'a> {
         let root = root.into_inner();
         let mut source = None;
         let mut target = None;
-        let mut state = None;
+        let base_dir =
+            path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p }).unwrap_or(Path::new("."));
+        let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "job".into());
+        let mut state_file = base_dir.join(format!("{stem}.pontoon.db"));
         let mut copy = CopySettings::default();
         let mut capture = Capture::default();
         let mut tables = Vec::new();
@@ -208,7 +202,15 @@ impl<'a> Parser<'a> {
             match key.get_ref().as_ref() {
                 "source" => source = self.url_section(value, "source"),
                 "target" => target = self.url_section(value, "target"),
-                "state" => state = self.url_section(value, "state"),
+                "state" => {
+                    // resolved like any SQLite URL (relative to the job file's directory)
+                    let resolved = self.url_section(value, "state").map(|url| SqliteConnector::new(&url, &base_dir));
+                    match resolved {
+                        Some(Ok(c)) => state_file = c.path().to_path_buf(),
+                        Some(Err(e)) => self.err(value.span(), format!("[state] url: {}", e.message())),
+                        None => {}
+                    }
+                }
                 "copy" => self.copy_section(value, &mut copy),
                 "sync" => self.sync_section(value, &mut capture),
                 "tables" => match value.get_ref().as_array() {
@@ -244,10 +246,16 @@ impl<'a> Parser<'a> {
             }
             seen.push((t.target_name().to_string(), t.line));
         }
-        let base_dir =
-            path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p }).unwrap_or(Path::new("."));
-        let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
-        Some(Job { path: path.to_path_buf(), base_dir, source: source?, target: target?, state, copy, capture, tables })
+        Some(Job {
+            path: path.to_path_buf(),
+            base_dir,
+            source: source?,
+            target: target?,
+            state_file,
+            copy,
+            capture,
+            tables,
+        })
     }
 
     fn table_of<'v, 'i>(&mut self, value: &'v Item<'i>, what: &str) -> Option<&'v DeTable<'i>> {
@@ -595,6 +603,20 @@ amount_cents = { sql = "amount * 100", type = "bigint" }
         );
         assert_eq!(t.columns[1].from, ColumnSource::Sql { sql: "amount * 100".into(), ty: Some(ColumnType::I64) });
         assert_eq!(job.state_path(), Path::new("/jobs/shop.pontoon.db"));
+    }
+
+    #[test]
+    fn the_state_store_is_resolved_like_an_sqlite_url() {
+        let job = |state: &str| {
+            let text = format!(
+                "[source]\nurl = \"sqlite:a.db\"\n[target]\nurl = \"sqlite:b.db\"\n[state]\nurl = \"{state}\"\n"
+            );
+            Job::parse(Path::new("/jobs/shop.toml"), &text, &|_| None)
+        };
+        assert_eq!(job("sqlite:st/run.db").unwrap().state_path(), Path::new("/jobs/st/run.db"));
+        assert_eq!(job("sqlite:///var/run.db").unwrap().state_path(), Path::new("/var/run.db"));
+        let errs = job("sqlite::memory:").unwrap_err();
+        assert_eq!(errs.errors[0].line, 5, "{errs}");
     }
 
     #[test]

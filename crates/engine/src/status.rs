@@ -48,7 +48,7 @@ pub fn status(state: &StateStore) -> Result<Vec<TableStatus>> {
             })
             .collect();
         out.push(TableStatus {
-            state: serde_json::to_value(t.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            state: t.state.as_str().to_string(),
             chunks: sum(|p| p.chunks),
             chunks_done: sum(|p| p.chunks_done),
             rows_estimate: sum(|p| p.rows_estimate),

@@ -34,7 +34,7 @@ pub enum TableState {
 }
 
 impl TableState {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             TableState::Planned => "planned",
             TableState::Copying => "copying",
