@@ -73,18 +73,50 @@ pub struct CaptureTable {
     pub key_types: Vec<ColumnType>,
 }
 
+/// What to build a capture for: the mode and the job's id, which names everything
+/// the capture installs (`pontoon_log_<job>`, `pontoon_<job>` slot, trigger names),
+/// so two jobs on one source never share them and `cleanup` finds exactly its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureSpec {
+    pub mode: CaptureMode,
+    /// `[a-z0-9_]{1,40}`, from the job (`[sync] name`, else the job file's name).
+    pub job: String,
+}
+
+/// How far the source's change log is ahead of a position, as far as the capture
+/// can tell cheaply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Backlog {
+    /// Change events not yet read (trigger log rows).
+    pub events: Option<u64>,
+    /// Bytes of change log not yet read (WAL, binlog).
+    pub bytes: Option<u64>,
+}
+
 /// A change stream from one source.
 ///
 /// Contract: after `start` returned position P0, every change committed on a
-/// captured table after P0 is delivered by `read` at least once, in commit order,
+/// captured table after P0 is delivered by `read` at least once, in commit order
+/// of transactions (events of one transaction together),
 /// until `release` says it may be forgotten. Reading again from an earlier position
 /// (after a crash) delivers the same changes again. Nothing is removed from the
 /// source before `release`. `cleanup` removes everything `start` installed.
+///
+/// Key values in events are decoded as the source `Reader` decodes the key
+/// columns' types (`CaptureTable::key_types`), so they can be passed to
+/// `Reader::fetch_keys` as they are.
+///
+/// Calls are sequential: `read`, then (after the target commit) `release` of
+/// that batch's position, then `read` again; after a restart, `start` and then
+/// `read` from the last checkpointed position.
 #[async_trait]
 pub trait Capture: Send {
-    /// Checks that the server allows this capture for these tables. Every refusal is
-    /// reported at once, each naming the setting or table and what to change.
-    async fn preflight(&mut self, tables: &[CaptureTable]) -> Result<()>;
+    /// Checks that the server allows this capture for these tables: settings,
+    /// privileges, a key on every table, and a change-log retention (binlog expiry,
+    /// WAL kept for a slot) longer than `copy_seconds`, the estimated copy time. Every
+    /// refusal is reported at once in one `ErrorKind::Config` error, each line naming
+    /// the setting or table, its value, and what to change.
+    async fn preflight(&mut self, tables: &[CaptureTable], copy_seconds: u64) -> Result<()>;
 
     /// Installs what capture needs (idempotent: a second start reuses it) and returns
     /// the current position.
@@ -97,6 +129,13 @@ pub trait Capture: Send {
     /// Changes up to `upto` are applied and checkpointed: the source may drop them.
     async fn release(&mut self, upto: &Position) -> Result<()>;
 
-    /// Removes what this capture installed on the server; says what it removed.
+    /// How much is waiting after `from` (for the lag shown to the operator).
+    async fn backlog(&mut self, _from: &Position) -> Result<Backlog> {
+        Ok(Backlog::default())
+    }
+
+    /// Removes what this capture installed on the server for this job (found by
+    /// name, so it works without `start` and after a crash); says what it removed,
+    /// one item per object (`trigger pontoon_orders_ins on orders`). Idempotent.
     async fn cleanup(&mut self) -> Result<Vec<String>>;
 }

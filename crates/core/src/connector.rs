@@ -8,6 +8,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
+use crate::capture::{Capture, CaptureSpec};
 use crate::convert::Limits;
 use crate::error::Result;
 use crate::scan::{KeyRange, Row, ScanSpec};
@@ -58,6 +59,15 @@ pub trait Connector: Send + Sync + fmt::Debug {
 
     /// Opens a connection for writing.
     async fn writer(&self) -> Result<Box<dyn Writer>>;
+
+    /// A change stream of this database as a source (`pontoon run`, `pontoon cleanup`).
+    /// Creating it does no I/O; `Capture::start` installs what it needs.
+    fn capture(&self, spec: &CaptureSpec) -> Result<Box<dyn Capture>> {
+        Err(crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            format!("{} has no {:?} change capture", self.engine(), spec.mode),
+        ))
+    }
 }
 
 /// Reads a source: catalog, sizes, key boundaries and consistent key-range scans.
@@ -104,6 +114,17 @@ pub trait Reader: Send {
     /// Only `SelectExpr::Column` items are asked for this way.
     async fn scan_raw(&mut self, _scan: &ScanSpec, _range: &KeyRange) -> Result<Option<RawRows>> {
         Ok(None)
+    }
+
+    /// The current rows whose key is one of `keys` (source key values, in
+    /// `ScanSpec::key` order, decoded as `scan` decodes `key_types`) and that pass the
+    /// scan's `filter` and `partition`, with the columns of `ScanSpec::select`, in any
+    /// order. A key without such a row is simply absent from the result. One
+    /// statement (or a few, for very many keys), read-only; the sync re-reads changed
+    /// rows through it (DESIGN.md, correctness rule 2).
+    async fn fetch_keys(&mut self, scan: &ScanSpec, _keys: &[Vec<Value>]) -> Result<Vec<Row>> {
+        Err(crate::Error::new(crate::ErrorKind::Unsupported, "this engine cannot fetch rows by key")
+            .in_table(scan.table.clone()))
     }
 }
 
@@ -153,6 +174,26 @@ pub trait Writer: Send {
     /// [`Reader::scan_raw`] of the same engine; same contract (atomic, idempotent).
     async fn upsert_raw(&mut self, table: &TableSchema, _rows: &RawRows) -> Result<u64> {
         Err(crate::Error::new(crate::ErrorKind::Unsupported, "this engine has no raw bulk format")
+            .in_table(table.name.clone()))
+    }
+
+    /// Applies one sync batch to one table in **one transaction**: upserts `rows`
+    /// (as [`Writer::upsert`]: fitted, in the schema's column order) and deletes the
+    /// rows whose primary key is one of `deletes` (target key values in
+    /// `TableSchema::primary_key` order; a key the target does not have is not an
+    /// error). A key is never in both. With `version_column` (a column of the schema),
+    /// an upserted row replaces an existing target row only if the target's version
+    /// is NULL or not newer than the row's (DESIGN.md, correctness rule 4); the
+    /// row is otherwise left as it is, silently. Returns the rows upserted or
+    /// deleted (as far as the engine reports; guarded rows may count).
+    async fn apply(
+        &mut self,
+        table: &TableSchema,
+        _rows: &[Row],
+        _deletes: &[Vec<Value>],
+        _version_column: Option<&str>,
+    ) -> Result<u64> {
+        Err(crate::Error::new(crate::ErrorKind::Unsupported, "this engine cannot apply changes")
             .in_table(table.name.clone()))
     }
 }
