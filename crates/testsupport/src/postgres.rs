@@ -21,7 +21,7 @@ const OS_USER: &str = "postgres";
 const SETTINGS: &[(&str, &str)] = &[
     ("listen_addresses", "'127.0.0.1'"),
     ("wal_level", "logical"),
-    ("max_replication_slots", "20"),
+    ("max_replication_slots", "64"),
     ("max_wal_senders", "20"),
     ("max_connections", "200"),
     ("fsync", "off"),
