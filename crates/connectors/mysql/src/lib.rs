@@ -13,6 +13,7 @@
 //! on any server warning. Server error codes are mapped to portable
 //! [`pontoon_core::ErrorKind`]s in `error`.
 
+mod binlog;
 mod catalog;
 mod error;
 mod reader;
@@ -26,9 +27,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
+use pontoon_core::capture::{Capture, CaptureMode, CaptureSpec};
 use pontoon_core::value::{MICROS_PER_DAY, days_from_civil};
 use pontoon_core::{ColumnType, Connector, Engine, Error, Limits, Reader, Result, SecretUrl, Writer, redact_url};
 
+pub use binlog::BinlogCapture;
 pub use reader::MysqlReader;
 pub use writer::MysqlWriter;
 
@@ -174,6 +177,16 @@ impl Connector for MysqlConnector {
     async fn writer(&self) -> Result<Box<dyn Writer>> {
         let conn = self.connect().await?;
         Ok(Box::new(MysqlWriter::new(conn, self.database.clone(), self.load)))
+    }
+
+    fn capture(&self, spec: &CaptureSpec) -> Result<Box<dyn Capture>> {
+        match spec.mode {
+            CaptureMode::Native => Ok(Box::new(BinlogCapture::new(self.clone(), spec.clone()))),
+            CaptureMode::Triggers => Err(Error::new(
+                pontoon_core::ErrorKind::Unsupported,
+                format!("MariaDB trigger capture (job {}) is not built yet", spec.job),
+            )),
+        }
     }
 }
 
