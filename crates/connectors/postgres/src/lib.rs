@@ -29,17 +29,22 @@ pub mod numeric;
 mod reader;
 mod session;
 pub mod sql;
+mod triggers;
+mod wal2json;
 mod writer;
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pontoon_core::capture::{Capture, CaptureMode, CaptureSpec};
 use pontoon_core::value::days_from_civil;
 use pontoon_core::{ColumnType, Connector, Engine, Error, Limits, Reader, Result, SecretUrl, Writer, redact_url};
 use tokio_postgres::Config;
 
 pub use reader::PgReader;
+pub use triggers::TriggerCapture;
+pub use wal2json::Wal2JsonCapture;
 pub use writer::PgWriter;
 
 /// Microseconds between 1970-01-01 and PostgreSQL's epoch 2000-01-01.
@@ -178,6 +183,15 @@ impl Connector for PgConnector {
     async fn writer(&self) -> Result<Box<dyn Writer>> {
         let session = session::Session::connect(&self.config, &self.redacted).await?;
         Ok(Box::new(PgWriter::new(session)))
+    }
+
+    /// Trigger capture ([`TriggerCapture`]) or logical decoding through wal2json
+    /// ([`Wal2JsonCapture`]); neither does I/O before `Capture::start`/`preflight`.
+    fn capture(&self, spec: &CaptureSpec) -> Result<Box<dyn Capture>> {
+        Ok(match spec.mode {
+            CaptureMode::Triggers => Box::new(TriggerCapture::new(self.clone(), spec.job.clone())),
+            CaptureMode::Native => Box::new(Wal2JsonCapture::new(self.clone(), spec.job.clone())),
+        })
     }
 }
 
