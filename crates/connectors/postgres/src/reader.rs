@@ -16,7 +16,11 @@ use crate::copy_stream;
 use crate::decode::Cell;
 use crate::errors::pg_error;
 use crate::session::Session;
-use crate::sql::{column_list, quote_ident, scan_conditions, select_expr, where_clause};
+use crate::sql::{column_list, key_in_sql, quote_ident, scan_conditions, select_expr, where_clause};
+
+/// Keys per statement of [`Reader::fetch_keys`]: the `IN` list stays small enough to
+/// plan quickly and the statement well below any size limit.
+const FETCH_KEYS_BATCH: usize = 1000;
 
 /// Reads a PostgreSQL source on its own connection (see [`Reader`] for the
 /// contract). Cells are decoded from the binary result format by wire type; a raw
@@ -62,6 +66,11 @@ fn decode_row(row: &PgRow, names: &[&str]) -> Result<Row> {
             }
         })
         .collect()
+}
+
+/// The output columns of a scan, as SQL.
+fn select_list(scan: &ScanSpec) -> String {
+    scan.select.iter().map(|i| select_expr(&i.expr)).collect::<Vec<_>>().join(", ")
 }
 
 fn item_name(expr: &SelectExpr) -> &str {
@@ -187,11 +196,10 @@ impl Reader for PgReader {
     }
 
     async fn scan(&mut self, scan: &ScanSpec, range: &KeyRange) -> Result<Vec<Row>> {
-        let items: Vec<String> = scan.select.iter().map(|i| select_expr(&i.expr)).collect();
+        let items = select_list(scan);
         let order = if scan.key.is_empty() { String::new() } else { format!(" ORDER BY {}", column_list(&scan.key)) };
         let sql = format!(
-            "SELECT {} FROM {}{}{order}",
-            items.join(", "),
+            "SELECT {items} FROM {}{}{order}",
             quote_ident(&scan.table),
             where_clause(&scan_conditions(scan, range)),
         );
@@ -230,5 +238,34 @@ impl Reader for PgReader {
             Error::internal(format!("{what}: the server's binary COPY stream is malformed: {why}")).in_table(table)
         })?;
         Ok(Some(RawRows { engine: Engine::Postgres, rows, data }))
+    }
+
+    /// `SELECT <select> FROM t WHERE <filter> AND <partition> AND key IN (...)`, one
+    /// statement per [`FETCH_KEYS_BATCH`] keys, decoded exactly as [`PgReader::scan`]
+    /// decodes.
+    async fn fetch_keys(&mut self, scan: &ScanSpec, keys: &[Vec<Value>]) -> Result<Vec<Row>> {
+        let table = scan.table.as_str();
+        if scan.key.is_empty() {
+            return Err(Error::schema("the table has no key to fetch rows by").in_table(table));
+        }
+        if let Some(k) = keys.iter().find(|k| k.len() != scan.key.len()) {
+            return Err(Error::internal(format!(
+                "a key of {} values for a key of {} columns",
+                k.len(),
+                scan.key.len()
+            ))
+            .in_table(table));
+        }
+        let items = select_list(scan);
+        let names: Vec<&str> = scan.select.iter().map(|i| item_name(&i.expr)).collect();
+        let base = scan_conditions(scan, &KeyRange::ALL);
+        let mut rows = Vec::new();
+        for batch in keys.chunks(FETCH_KEYS_BATCH) {
+            let mut conditions = base.clone();
+            conditions.push(key_in_sql(&scan.key, batch));
+            let sql = format!("SELECT {items} FROM {}{}", quote_ident(table), where_clause(&conditions));
+            rows.extend(self.fetch(&sql, "fetching rows by key", &names).await.map_err(|e| e.in_table(table))?);
+        }
+        Ok(rows)
     }
 }

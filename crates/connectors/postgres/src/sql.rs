@@ -101,6 +101,25 @@ pub fn scan_conditions(scan: &ScanSpec, range: &KeyRange) -> Vec<String> {
     conditions
 }
 
+/// `key IN (...)` over a (composite) key: `"k" IN (1, 2)` or
+/// `("a", "b") IN ((1, 'x'), (2, 'y'))`. Literals of key values read from the source
+/// are typed ([`literal`]) or left for the server to type by the column (text), so
+/// the condition can use the key's index. Each key must have one value per column.
+pub fn key_in_sql(key: &[String], keys: &[Vec<Value>]) -> String {
+    let tuples: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            let values: Vec<String> = k.iter().map(literal).collect();
+            if key.len() == 1 { values.join(", ") } else { format!("({})", values.join(", ")) }
+        })
+        .collect();
+    if key.len() == 1 {
+        format!("{} IN ({})", quote_ident(&key[0]), tuples.join(", "))
+    } else {
+        format!("({}) IN ({})", column_list(key), tuples.join(", "))
+    }
+}
+
 /// `"k1", "k2"`.
 pub fn column_list(names: &[String]) -> String {
     names.iter().map(|n| quote_ident(n)).collect::<Vec<_>>().join(", ")
@@ -142,5 +161,16 @@ mod tests {
         assert_eq!(literal(&Value::F32(0.1)), "'0.1'::float4");
         let u = parse_uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap();
         assert_eq!(literal(&Value::Uuid(u)), "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid");
+    }
+
+    #[test]
+    fn key_sets_are_in_lists() {
+        let one = vec!["id".to_string()];
+        assert_eq!(key_in_sql(&one, &[vec![Value::Int(1)], vec![Value::Int(2)]]), r#""id" IN (1, 2)"#);
+        let two = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(
+            key_in_sql(&two, &[vec![Value::Text("x'y".into()), Value::Int(1)]]),
+            r#"("a", "b") IN (('x''y', 1))"#
+        );
     }
 }

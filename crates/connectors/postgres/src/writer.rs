@@ -21,16 +21,16 @@ use std::collections::HashMap;
 use std::pin::pin;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use pontoon_core::{Engine, Error, RawRows, Result, Row, TableSchema, Value, Writer};
 use tokio_postgres::Transaction;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 
 use crate::catalog;
-use crate::encode::{Param, TargetColumn};
+use crate::encode::{Param, TargetColumn, encode};
 use crate::errors::{copy_location, pg_error};
 use crate::pg_native_type;
 use crate::session::Session;
@@ -41,6 +41,12 @@ const STAGED_AFTER_CONFLICT: u32 = 8;
 const STAGE: &str = "pontoon_stage";
 /// Raw `COPY` data is sent in pieces of this size.
 const RAW_PIECE: usize = 256 * 1024;
+/// Rows (or keys) per statement of [`Writer::apply`], within PostgreSQL's 65,535
+/// bind parameters.
+const APPLY_ROWS: usize = 1000;
+const MAX_PARAMS: usize = 65_535;
+/// The target table's alias in [`Writer::apply`]'s upsert (for the version guard).
+const APPLY_ALIAS: &str = "pontoon_t";
 
 /// A target table as the writer knows it: the columns it writes, with their exact
 /// types, fetched once.
@@ -295,6 +301,142 @@ impl PgWriter {
         self.write_staged(schema, payload).await
     }
 
+    /// [`Writer::apply`] without the table context: the rows (deduplicated to the last
+    /// row of each key) go in by multi-row `INSERT ... ON CONFLICT (key) DO UPDATE`
+    /// with bound parameters encoded exactly as `COPY` encodes them, the version guard
+    /// as the update's `WHERE`; the deletes by `DELETE ... WHERE key IN (...)`. One
+    /// transaction: an error rolls everything back (the transaction is dropped).
+    async fn apply_inner(
+        &mut self,
+        schema: &TableSchema,
+        rows: &[Row],
+        deletes: &[Vec<Value>],
+        version_column: Option<&str>,
+    ) -> Result<u64> {
+        if schema.primary_key.is_empty() {
+            return Err(Error::schema("the table has no primary key to apply changes by"));
+        }
+        let key_positions: Vec<usize> = schema
+            .primary_key
+            .iter()
+            .map(|k| {
+                schema.position(k).ok_or_else(|| {
+                    Error::internal(format!("primary key column {k} is not a column of the table")).in_column(k.clone())
+                })
+            })
+            .collect::<Result<_>>()?;
+        if let Some(v) = version_column
+            && schema.position(v).is_none()
+        {
+            return Err(Error::schema(format!("the version column {v} is not a column of the table")).in_column(v));
+        }
+        let width = schema.columns.len();
+        if let Some(row) = rows.iter().find(|r| r.len() != width) {
+            return Err(Error::internal(format!("a row of {} values for a table of {width} columns", row.len())));
+        }
+        if let Some(key) = deletes.iter().find(|k| k.len() != key_positions.len()) {
+            return Err(Error::internal(format!(
+                "a key of {} values for a primary key of {} columns",
+                key.len(),
+                key_positions.len()
+            )));
+        }
+        self.target(schema).await?;
+        let target = &self.targets[&schema.name];
+        let key_of = |row: &Row| -> Vec<Value> { key_positions.iter().map(|&p| row[p].clone()).collect() };
+
+        // the last row of each key (two rows of one key in one INSERT ... ON CONFLICT
+        // are an error), each value checked by the encoder first so that a bad value
+        // is reported with its row's key
+        let mut last: HashMap<String, usize> = HashMap::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let mut scratch = BytesMut::new();
+            for (value, column) in row.iter().zip(&target.columns) {
+                scratch.clear();
+                encode(value, column, &mut scratch).map_err(|e| e.at_key(key_of(row)))?;
+            }
+            last.insert(format!("{:?}", key_of(row)), i);
+        }
+        let mut order: Vec<usize> = last.into_values().collect();
+        order.sort_unstable();
+        let rows: Vec<&Row> = order.iter().map(|&i| &rows[i]).collect();
+
+        let table = quote_ident(&schema.name);
+        let keys = column_list(&schema.primary_key);
+        let cols = column_list(&target.names);
+        let updates: Vec<String> = target
+            .names
+            .iter()
+            .filter(|n| !schema.primary_key.contains(n))
+            .map(|n| format!("{c} = EXCLUDED.{c}", c = quote_ident(n)))
+            .collect();
+        let action = if updates.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            let guard = version_column
+                .map(|v| {
+                    let v = quote_ident(v);
+                    format!(" WHERE {APPLY_ALIAS}.{v} IS NULL OR {APPLY_ALIAS}.{v} <= EXCLUDED.{v}")
+                })
+                .unwrap_or_default();
+            format!("DO UPDATE SET {}{guard}", updates.join(", "))
+        };
+        let names = &target.names;
+        let located = |e: tokio_postgres::Error, what: &str| {
+            let (_, column) = copy_location(&e, names);
+            let err = pg_error(e, what);
+            match column {
+                Some(c) => err.in_column(c),
+                None => err,
+            }
+        };
+
+        let what = "applying changes";
+        let tx = self.session.client.transaction().await.map_err(|e| pg_error(e, what))?;
+        let mut written = 0;
+        for chunk in rows.chunks(APPLY_ROWS.min(MAX_PARAMS / width.max(1))) {
+            let mut params: Vec<Param<'_>> = Vec::with_capacity(chunk.len() * width);
+            let mut tuples = Vec::with_capacity(chunk.len());
+            for row in chunk {
+                let first = params.len() + 1;
+                tuples.push(format!(
+                    "({})",
+                    (first..first + width).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+                ));
+                params.extend(row.iter().zip(&target.columns).map(|(value, column)| Param { value, column }));
+            }
+            let typed: Vec<(&(dyn ToSql + Sync), Type)> =
+                params.iter().map(|p| (p as &(dyn ToSql + Sync), p.column.ty.clone())).collect();
+            let sql = format!(
+                "INSERT INTO {table} AS {APPLY_ALIAS} ({cols}) VALUES {} ON CONFLICT ({keys}) {action}",
+                tuples.join(", ")
+            );
+            written += tx.execute_typed(&sql, &typed).await.map_err(|e| located(e, "upserting rows"))?;
+        }
+        let key_columns: Vec<&TargetColumn> = key_positions.iter().map(|&p| &target.columns[p]).collect();
+        for chunk in deletes.chunks(APPLY_ROWS.min(MAX_PARAMS / key_columns.len())) {
+            let mut params: Vec<Param<'_>> = Vec::with_capacity(chunk.len() * key_columns.len());
+            let mut tuples = Vec::with_capacity(chunk.len());
+            for key in chunk {
+                let first = params.len() + 1;
+                let marks: Vec<String> = (first..first + key.len()).map(|n| format!("${n}")).collect();
+                tuples.push(if marks.len() == 1 { marks.join("") } else { format!("({})", marks.join(", ")) });
+                for (value, column) in key.iter().zip(&key_columns) {
+                    let mut scratch = BytesMut::new();
+                    encode(value, column, &mut scratch).map_err(|e| e.at_key(key.clone()))?;
+                    params.push(Param { value, column });
+                }
+            }
+            let typed: Vec<(&(dyn ToSql + Sync), Type)> =
+                params.iter().map(|p| (p as &(dyn ToSql + Sync), p.column.ty.clone())).collect();
+            let target_keys = if key_columns.len() == 1 { keys.clone() } else { format!("({keys})") };
+            let sql = format!("DELETE FROM {table} WHERE {target_keys} IN ({})", tuples.join(", "));
+            written += tx.execute_typed(&sql, &typed).await.map_err(|e| located(e, "deleting rows"))?;
+        }
+        tx.commit().await.map_err(|e| pg_error(e, what))?;
+        Ok(written)
+    }
+
     /// [`PgWriter::upsert_inner`], forgetting the table's columns after an error
     /// (the table may have changed under us: look it up again next time).
     async fn upsert_payload(&mut self, schema: &TableSchema, payload: Payload<'_>) -> Result<u64> {
@@ -357,5 +499,25 @@ impl Writer for PgWriter {
             return Ok(0);
         }
         self.upsert_payload(table, Payload::Raw(&raw.data)).await
+    }
+
+    /// Multi-row `INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE <guard>` and
+    /// `DELETE ... WHERE key IN (...)` in one transaction ([`PgWriter::apply_inner`]).
+    /// Guarded rows that were left alone are not counted.
+    async fn apply(
+        &mut self,
+        table: &TableSchema,
+        rows: &[Row],
+        deletes: &[Vec<Value>],
+        version_column: Option<&str>,
+    ) -> Result<u64> {
+        if rows.is_empty() && deletes.is_empty() {
+            return Ok(0);
+        }
+        let result = self.apply_inner(table, rows, deletes, version_column).await;
+        if result.is_err() {
+            self.targets.remove(&table.name);
+        }
+        result.map_err(|e| e.in_table(&table.name))
     }
 }
