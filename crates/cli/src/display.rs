@@ -12,7 +12,9 @@ use pontoon_engine::copy::CopyReport;
 use pontoon_engine::job::Job;
 use pontoon_engine::plan::PlanTableReport;
 use pontoon_engine::progress::{Phase, Progress};
+use pontoon_engine::state::SyncRecord;
 use pontoon_engine::status::TableStatus;
+use pontoon_engine::sync::SyncProgress;
 use tokio::sync::oneshot;
 
 pub fn print_plan(tables: &[PlanTableReport], job: &Job) {
@@ -99,6 +101,30 @@ pub fn print_status(tables: &[TableStatus]) {
     }
 }
 
+pub fn print_sync_status(s: &SyncRecord) {
+    let lag = [
+        s.lag.events.map(|n| format!("{n} events behind")),
+        s.lag.bytes.map(|n| format!("{n} bytes of log behind")),
+        s.lag.seconds.map(|n| format!("lag {n:.1}s")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(", ");
+    println!(
+        "sync ({} capture): {}, {} events applied in {} batches, at {} (started at {}){}{} [{}]",
+        s.mode,
+        s.state,
+        s.events,
+        s.batches,
+        s.position,
+        s.start_position,
+        if lag.is_empty() { String::new() } else { format!("; {lag}") },
+        s.error.as_ref().map(|e| format!("\n  error: {e}")).unwrap_or_default(),
+        s.updated_at
+    );
+}
+
 /// Renders [`Progress`] until finished: one bar per table on a terminal, a line
 /// every five seconds otherwise.
 pub struct ProgressDisplay {
@@ -107,12 +133,13 @@ pub struct ProgressDisplay {
 }
 
 impl ProgressDisplay {
-    pub fn start(progress: Arc<Progress>) -> ProgressDisplay {
+    /// `sync`: also show the sync's counters and lag (`pontoon run`).
+    pub fn start(progress: Arc<Progress>, sync: Option<Arc<SyncProgress>>) -> ProgressDisplay {
         let (tx, rx) = oneshot::channel();
         let task = if std::io::stderr().is_terminal() {
-            tokio::spawn(bars(progress, rx))
+            tokio::spawn(bars(progress, sync, rx))
         } else {
-            tokio::spawn(lines(progress, rx))
+            tokio::spawn(lines(progress, sync, rx))
         };
         ProgressDisplay { done: Some(tx), task }
     }
@@ -125,7 +152,20 @@ impl ProgressDisplay {
     }
 }
 
-async fn bars(progress: Arc<Progress>, mut done: oneshot::Receiver<()>) {
+/// One line about the sync: events applied, backlog and lag.
+pub fn sync_line(s: &SyncProgress) -> String {
+    let behind = match s.behind_events.load(Ordering::Relaxed) {
+        u64::MAX => String::new(),
+        n => format!(", {n} events behind"),
+    };
+    let lag = match s.lag_millis.load(Ordering::Relaxed) {
+        n if n < 0 => String::new(),
+        n => format!(", lag {:.1}s", n as f64 / 1000.0),
+    };
+    format!("sync: {} events applied{behind}{lag}", s.events.load(Ordering::Relaxed))
+}
+
+async fn bars(progress: Arc<Progress>, sync: Option<Arc<SyncProgress>>, mut done: oneshot::Receiver<()>) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template("{prefix:24} {bar:30} {pos:>10}/{len:10} rows {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
@@ -139,6 +179,7 @@ async fn bars(progress: Arc<Progress>, mut done: oneshot::Receiver<()>) {
             b
         })
         .collect();
+    let sync_bar = sync.as_ref().map(|_| multi.add(ProgressBar::new_spinner()));
     // rows/s over the last few seconds, per table
     let mut history: Vec<std::collections::VecDeque<(std::time::Instant, u64)>> =
         progress.tables.iter().map(|_| Default::default()).collect();
@@ -163,6 +204,10 @@ async fn bars(progress: Arc<Progress>, mut done: oneshot::Receiver<()>) {
             };
             b.set_message(format!("{rate:>9.0} rows/s{eta} {}", t.phase().as_str()));
         }
+        if let (Some(s), Some(b)) = (&sync, &sync_bar) {
+            b.set_message(sync_line(s));
+            b.tick();
+        }
         tokio::select! {
             _ = &mut done => break,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -177,9 +222,12 @@ async fn bars(progress: Arc<Progress>, mut done: oneshot::Receiver<()>) {
         b.set_position(done);
         b.abandon_with_message(t.phase().as_str());
     }
+    if let (Some(s), Some(b)) = (&sync, &sync_bar) {
+        b.abandon_with_message(sync_line(s));
+    }
 }
 
-async fn lines(progress: Arc<Progress>, mut done: oneshot::Receiver<()>) {
+async fn lines(progress: Arc<Progress>, sync: Option<Arc<SyncProgress>>, mut done: oneshot::Receiver<()>) {
     let mut last_rows = 0;
     let mut last = std::time::Instant::now();
     loop {
@@ -206,6 +254,7 @@ async fn lines(progress: Arc<Progress>, mut done: oneshot::Receiver<()>) {
                 )
             })
             .collect();
-        eprintln!("progress: {rows} rows, {rate:.0} rows/s; {}", parts.join("; "));
+        let sync = sync.as_deref().map(|s| format!("; {}", sync_line(s))).unwrap_or_default();
+        eprintln!("progress: {rows} rows, {rate:.0} rows/s; {}{sync}", parts.join("; "));
     }
 }

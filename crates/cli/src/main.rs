@@ -17,7 +17,10 @@ use pontoon_engine::job::Job;
 use pontoon_engine::plan::{Plan, plan};
 use pontoon_engine::progress::Progress;
 use pontoon_engine::retry::RetryPolicy;
+use pontoon_engine::run::{RunReport, start_capture};
 use pontoon_engine::state::StateStore;
+use pontoon_engine::sync::{SyncProgress, Until};
+use pontoon_engine::track::CopyTracker;
 use pontoon_engine::{connect, demo, status};
 use serde_json::json;
 
@@ -47,7 +50,21 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
-    /// Show what has been copied, per table and per partition.
+    /// Online migration: start change capture, copy, then sync every change until stopped
+    /// (Ctrl-C / SIGTERM: finish the batch in hand and exit 0; run again to continue).
+    Run {
+        job: PathBuf,
+        /// Override `[copy] workers`.
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Exit once the copy is done and the sync has caught up with the source.
+        #[arg(long)]
+        drain: bool,
+    },
+    /// Remove everything pontoon installed on the source for this job (triggers, change-log
+    /// tables, replication slots) and say what was removed.
+    Cleanup { job: PathBuf },
+    /// Show what has been copied, per table and per partition, and where the sync stands.
     Status { job: PathBuf },
     /// Build a sample shop on embedded SQLite and migrate it (no server needed).
     Demo {
@@ -113,6 +130,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
         Command::Plan { job } => cmd_plan(&job, cli.json).await,
         Command::Copy { job, workers } => cmd_copy(&job, workers, cli.json).await,
+        Command::Run { job, workers, drain } => cmd_run(&job, workers, drain, cli.json).await,
+        Command::Cleanup { job } => cmd_cleanup(&job, cli.json).await,
         Command::Status { job } => cmd_status(&job, cli.json),
         Command::Demo { dir, scale } => cmd_demo(&dir, scale, cli.json).await,
     }
@@ -147,13 +166,7 @@ async fn cmd_plan(path: &Path, json: bool) -> Result<u8, Failure> {
 }
 
 async fn cmd_copy(path: &Path, workers: Option<usize>, json: bool) -> Result<u8, Failure> {
-    let mut job = load_job(path)?;
-    if let Some(w) = workers {
-        if w == 0 {
-            return Err(Failure { code: 2, message: "--workers must be at least 1".into() });
-        }
-        job.copy.workers = w;
-    }
+    let job = load_job_with_workers(path, workers)?;
     let s = sides(&job)?;
     let plan = plan(&job, s.source.as_ref(), s.target.as_ref()).await?;
     let report = run_copy(&job, &s, &plan).await?;
@@ -162,6 +175,67 @@ async fn cmd_copy(path: &Path, workers: Option<usize>, json: bool) -> Result<u8,
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     }
     Ok(copy_exit_code(&report))
+}
+
+fn load_job_with_workers(path: &Path, workers: Option<usize>) -> Result<Job, Failure> {
+    let mut job = load_job(path)?;
+    if let Some(w) = workers {
+        if w == 0 {
+            return Err(Failure { code: 2, message: "--workers must be at least 1".into() });
+        }
+        job.copy.workers = w;
+    }
+    Ok(job)
+}
+
+async fn cmd_run(path: &Path, workers: Option<usize>, drain: bool, json: bool) -> Result<u8, Failure> {
+    let job = load_job_with_workers(path, workers)?;
+    let s = sides(&job)?;
+    let plan = Arc::new(plan(&job, s.source.as_ref(), s.target.as_ref()).await?);
+    let until = if drain { Until::CaughtUp } else { Until::Stopped };
+    let report = run_online(&job, &s, plan, until).await?;
+    display::print_copy(&report.copy);
+    println!(
+        "sync ({} capture): {} events applied in {} batches, at {}",
+        report.capture, report.sync.events, report.sync.batches, report.sync.position
+    );
+    if json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    }
+    if report.copy.failed() {
+        eprintln!("error: the copy of some tables failed (see above); fix the cause and run again to resume");
+        return Ok(1);
+    }
+    eprintln!("stopped: run the same command again to continue from here");
+    Ok(0)
+}
+
+/// Starts capture, then copies and syncs with progress display and signal handling.
+async fn run_online(job: &Job, s: &Sides, plan: Arc<Plan>, until: Until) -> Result<RunReport, Failure> {
+    let ctx = copy_context(job, s, &plan)?;
+    let spec = start_capture(job, s.source.as_ref(), &plan, &ctx).await?;
+    let sync_progress = Arc::new(SyncProgress::new());
+    spawn_signal_handler(ctx.stop.clone(), "finishing the chunks and the sync batch in hand");
+    let display = display::ProgressDisplay::start(ctx.progress.clone(), Some(sync_progress.clone()));
+    let result = pontoon_engine::run::run(&ctx, plan, spec, job.sync.batch_events, sync_progress, until).await;
+    display.finish().await;
+    Ok(result?)
+}
+
+async fn cmd_cleanup(path: &Path, json: bool) -> Result<u8, Failure> {
+    let job = load_job(path)?;
+    let s = sides(&job)?;
+    let removed = pontoon_engine::run::cleanup(&job, s.source.as_ref()).await?;
+    if removed.is_empty() {
+        println!("nothing to remove: pontoon has nothing installed on {} for job `{}`", job.source, job.sync.name);
+    }
+    for r in &removed {
+        println!("removed {r}");
+    }
+    if json {
+        println!("{}", json!({ "removed": removed }));
+    }
+    Ok(0)
 }
 
 fn copy_exit_code(report: &CopyReport) -> u8 {
@@ -176,31 +250,34 @@ fn copy_exit_code(report: &CopyReport) -> u8 {
     }
 }
 
-/// Runs the copy with progress display and Ctrl-C / SIGTERM handling.
-async fn run_copy(job: &Job, s: &Sides, plan: &Plan) -> Result<CopyReport, Failure> {
-    let state_path = job.state_path();
-    let state = Arc::new(StateStore::open(&state_path)?);
+fn copy_context(job: &Job, s: &Sides, plan: &Plan) -> Result<CopyContext, Failure> {
+    let state = Arc::new(StateStore::open(&job.state_path())?);
     let progress = Arc::new(Progress::new(
         plan.tables.iter().map(|t| (t.job.source.clone(), t.target_name().to_string(), t.estimated_rows)),
     ));
-    let stop = Arc::new(AtomicBool::new(false));
-    spawn_signal_handler(stop.clone());
-    let ctx = CopyContext {
+    Ok(CopyContext {
         source: s.source.clone(),
         target: s.target.clone(),
         state,
         settings: job.copy.clone(),
-        progress: progress.clone(),
-        stop,
+        progress,
+        stop: Arc::new(AtomicBool::new(false)),
         retry: RetryPolicy::default(),
-    };
-    let display = display::ProgressDisplay::start(progress);
+        tracker: Arc::new(CopyTracker::new()),
+    })
+}
+
+/// Runs the copy with progress display and Ctrl-C / SIGTERM handling.
+async fn run_copy(job: &Job, s: &Sides, plan: &Plan) -> Result<CopyReport, Failure> {
+    let ctx = copy_context(job, s, plan)?;
+    spawn_signal_handler(ctx.stop.clone(), "finishing the chunks in hand");
+    let display = display::ProgressDisplay::start(ctx.progress.clone(), None);
     let result = copy(&ctx, plan).await;
     display.finish().await;
     Ok(result?)
 }
 
-fn spawn_signal_handler(stop: Arc<AtomicBool>) {
+fn spawn_signal_handler(stop: Arc<AtomicBool>, what: &'static str) {
     tokio::spawn(async move {
         let term = async {
             #[cfg(unix)]
@@ -219,7 +296,7 @@ fn spawn_signal_handler(stop: Arc<AtomicBool>) {
             _ = tokio::signal::ctrl_c() => {}
             _ = term => {}
         }
-        eprintln!("stopping: finishing the chunks in hand (signal again to abort)");
+        eprintln!("stopping: {what} (signal again to abort)");
         stop.store(true, Ordering::Relaxed);
         let _ = tokio::signal::ctrl_c().await;
         std::process::exit(130);
@@ -239,9 +316,13 @@ fn cmd_status(path: &Path, json: bool) -> Result<u8, Failure> {
     }
     let state = StateStore::open(&state_path)?;
     let tables = status::status(&state)?;
+    let sync = state.sync()?;
     display::print_status(&tables);
+    if let Some(s) = &sync {
+        display::print_sync_status(s);
+    }
     if json {
-        println!("{}", json!({ "state": state_path.display().to_string(), "tables": tables }));
+        println!("{}", json!({ "state": state_path.display().to_string(), "tables": tables, "sync": sync }));
     }
     Ok(0)
 }

@@ -99,6 +99,30 @@ impl PartialEq for Value {
     }
 }
 
+impl Eq for Value {}
+
+/// Consistent with the bit-for-bit equality above (keys of a sync batch are
+/// deduplicated through it).
+impl std::hash::Hash for Value {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        use Value::*;
+        std::mem::discriminant(self).hash(state);
+        match self {
+            Null => {}
+            Bool(v) => v.hash(state),
+            Int(v) | Time(v) | Timestamp(v) | TimestampTz(v) => v.hash(state),
+            UInt(v) => v.hash(state),
+            F32(v) => v.to_bits().hash(state),
+            F64(v) => v.to_bits().hash(state),
+            Decimal(v) => v.hash(state),
+            Text(v) | Json(v) => v.hash(state),
+            Bytes(v) => v.hash(state),
+            Date(v) => v.hash(state),
+            Uuid(v) => v.hash(state),
+        }
+    }
+}
+
 /// Renders a value for humans and for text-based engines (SQLite, SQL literals).
 /// Dates, times and timestamps use ISO 8601 with six fractional digits.
 impl fmt::Display for Value {

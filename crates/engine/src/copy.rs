@@ -38,6 +38,7 @@ use crate::plan::{Plan, TablePlan, write_schema};
 use crate::progress::{Phase, Progress};
 use crate::retry::RetryPolicy;
 use crate::throttle::Throttle;
+use crate::track::CopyTracker;
 
 /// What a copy run did, per table.
 #[derive(Debug, Clone, Serialize)]
@@ -84,6 +85,9 @@ pub struct CopyContext {
     /// Set to stop after the chunks in hand (Ctrl-C, SIGTERM).
     pub stop: Arc<AtomicBool>,
     pub retry: RetryPolicy,
+    /// Told which tables are ready and which chunks are in flight, for a sync
+    /// running beside the copy (`pontoon run`).
+    pub tracker: Arc<CopyTracker>,
 }
 
 /// One table, ready to copy.
@@ -114,16 +118,21 @@ pub async fn copy(ctx: &CopyContext, plan: &Plan) -> Result<CopyReport> {
     for (i, tp) in plan.tables.iter().enumerate() {
         ctx.progress.tables[i].set_phase(Phase::Planning);
         let mut backoff = ctx.retry.backoff();
+        let name = &tp.job.source;
         let (write, planned) = loop {
             match prepare(ctx, tp, &mut conns).await {
                 Ok(prepared) => break prepared,
                 Err(e) => {
                     conns = Conns::default();
-                    backoff.retry_after("prepare table", e).await.map_err(|e| e.in_table(&tp.job.source))?;
+                    if let Err(e) = backoff.retry_after("prepare table", e).await {
+                        let e = e.in_table(name);
+                        ctx.tracker.failed(name, &e.to_string());
+                        return Err(e);
+                    }
                 }
             }
         };
-        let name = &tp.job.source;
+        ctx.tracker.prepared(name, &write);
         let chunks = ctx.state.chunks(name)?;
         let skipped = chunks.iter().filter(|c| c.done).count() as u64;
         let progress = &ctx.progress.tables[i];
@@ -572,6 +581,8 @@ async fn copy_chunk(
     let table = &shared.tables[ti];
     let tp = &table.plan;
     let name = &tp.job.source;
+    ctx.tracker.chunk_started(name, chunk.seq);
+    let _in_flight = InFlight { tracker: &ctx.tracker, table: name, seq: chunk.seq };
     ctx.state.start_chunk(name, chunk.seq)?;
     let mut scan = tp.scan.clone();
     scan.partition = chunk
@@ -602,6 +613,20 @@ async fn copy_chunk(
     let written = write(ctx, conns, &table.write, &payload).await.map_err(|e| e.in_table(name))?;
     ctx.state.finish_chunk(name, chunk.seq, written)?;
     Ok(written)
+}
+
+/// Tells the tracker a chunk ended, however `copy_chunk` returns: after the
+/// checkpoint, or on an error (the write then committed nothing).
+struct InFlight<'a> {
+    tracker: &'a CopyTracker,
+    table: &'a str,
+    seq: u64,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.tracker.chunk_ended(self.table, self.seq);
+    }
 }
 
 /// Reads a chunk, retrying transient errors on a fresh connection. With `raw`,
@@ -662,7 +687,7 @@ async fn write(ctx: &CopyContext, conns: &mut Conns, table: &TableSchema, payloa
 
 /// Fits every value to its target column; the first value that does not fit is an
 /// error naming table, key and column.
-fn fit_rows(mut rows: Vec<Row>, tp: &TablePlan, write: &TableSchema, limits: &Limits) -> Result<Vec<Row>> {
+pub(crate) fn fit_rows(mut rows: Vec<Row>, tp: &TablePlan, write: &TableSchema, limits: &Limits) -> Result<Vec<Row>> {
     let is_key: Vec<bool> = (0..write.columns.len()).map(|i| tp.key_positions.contains(&i)).collect();
     for row in &mut rows {
         for i in 0..row.len() {

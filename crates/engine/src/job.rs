@@ -48,13 +48,37 @@ impl fmt::Display for JobErrors {
 impl std::error::Error for JobErrors {}
 
 /// What change capture to use while syncing (used by `pontoon run`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capture {
-    #[default]
     Native,
     Triggers,
     Outbox,
     None,
+}
+
+/// `[sync]`: how `pontoon run` follows the source's changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncSettings {
+    /// `None`: native where the server allows it, triggers for SQLite.
+    pub capture: Option<Capture>,
+    /// Names what capture installs on the source (`pontoon_log_<name>`, slot
+    /// `pontoon_<name>`): `[sync] name`, else the job file's name, reduced to
+    /// `[a-z0-9_]`, at most 40 characters.
+    pub name: String,
+    /// Most change events applied in one batch.
+    pub batch_events: usize,
+    /// Line of `[sync] capture` (0 when absent), for errors about it.
+    pub capture_line: usize,
+}
+
+/// A job id made of `[a-z0-9_]`, 1 to 40 characters, from any name.
+pub fn job_id(name: &str) -> String {
+    let mut id: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).take(40).collect();
+    if id.is_empty() {
+        id.push_str("job");
+    }
+    id
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,7 +149,7 @@ pub struct Job {
     /// The state store file: `[state] url`, or `<job file>.pontoon.db` beside it.
     state_file: PathBuf,
     pub copy: CopySettings,
-    pub capture: Capture,
+    pub sync: SyncSettings,
     /// Empty: every source table with a primary key, same names and columns.
     pub tables: Vec<TableJob>,
 }
@@ -196,7 +220,7 @@ impl<'a> Parser<'a> {
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "job".into());
         let mut state_file = base_dir.join(format!("{stem}.pontoon.db"));
         let mut copy = CopySettings::default();
-        let mut capture = Capture::default();
+        let mut sync = SyncSettings { capture: None, name: job_id(&stem), batch_events: 10_000, capture_line: 0 };
         let mut tables = Vec::new();
         for (key, value) in root.iter() {
             match key.get_ref().as_ref() {
@@ -212,7 +236,7 @@ impl<'a> Parser<'a> {
                     }
                 }
                 "copy" => self.copy_section(value, &mut copy),
-                "sync" => self.sync_section(value, &mut capture),
+                "sync" => self.sync_section(value, &mut sync),
                 "tables" => match value.get_ref().as_array() {
                     Some(arr) => {
                         for t in arr.iter() {
@@ -253,7 +277,7 @@ impl<'a> Parser<'a> {
             target: target?,
             state_file,
             copy,
-            capture,
+            sync,
             tables,
         })
     }
@@ -405,24 +429,49 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn sync_section(&mut self, value: &Item<'_>, capture: &mut Capture) {
+    fn sync_section(&mut self, value: &Item<'_>, sync: &mut SyncSettings) {
         let Some(table) = self.table_of(value, "sync") else {
             return;
         };
         for (k, v) in table.iter() {
             match k.get_ref().as_ref() {
-                "capture" => match self.string(v, "sync.capture").as_deref() {
-                    Some("native") => *capture = Capture::Native,
-                    Some("triggers") => *capture = Capture::Triggers,
-                    Some("outbox") => *capture = Capture::Outbox,
-                    Some("none") => *capture = Capture::None,
-                    Some(other) => self.err(
-                        v.span(),
-                        format!("`sync.capture` must be native, triggers, outbox or none (got `{other}`)"),
-                    ),
-                    None => {}
-                },
-                other => self.err(k.span(), format!("unknown key `{other}` in [sync] (expected capture)")),
+                "capture" => {
+                    sync.capture_line = self.line(v.span());
+                    match self.string(v, "sync.capture").as_deref() {
+                        Some("native") => sync.capture = Some(Capture::Native),
+                        Some("triggers") => sync.capture = Some(Capture::Triggers),
+                        Some("outbox") => sync.capture = Some(Capture::Outbox),
+                        Some("none") => sync.capture = Some(Capture::None),
+                        Some(other) => self.err(
+                            v.span(),
+                            format!("`sync.capture` must be native, triggers, outbox or none (got `{other}`)"),
+                        ),
+                        None => {}
+                    }
+                }
+                "name" => {
+                    if let Some(name) = self.non_empty_string(v, "sync.name") {
+                        let id = job_id(&name);
+                        if id != name {
+                            self.err(
+                                v.span(),
+                                format!("`sync.name` may hold only a-z, 0-9 and _, at most 40 (got `{name}`)"),
+                            );
+                        }
+                        sync.name = id;
+                    }
+                }
+                "batch_events" => {
+                    if let Some(n) = self.unsigned(v, "sync.batch_events", 1) {
+                        if n > 1_000_000 {
+                            self.err(v.span(), "`sync.batch_events` must be at most 1000000");
+                        } else {
+                            sync.batch_events = n as usize;
+                        }
+                    }
+                }
+                other => self
+                    .err(k.span(), format!("unknown key `{other}` in [sync] (expected capture, name, batch_events)")),
             }
         }
     }
@@ -593,7 +642,7 @@ amount_cents = { sql = "amount * 100", type = "bigint" }
         assert_eq!(job.source.expose(), "mysql://app:s3cret@127.0.0.1:3306/shop");
         assert_eq!(job.source.to_string(), "mysql://app:***@127.0.0.1:3306/shop");
         assert_eq!(job.copy, CopySettings { workers: 2, chunk_rows: 500, max_rows_per_second: 0 });
-        assert_eq!(job.capture, Capture::Triggers);
+        assert_eq!(job.sync.capture, Some(Capture::Triggers));
         let t = &job.tables[0];
         assert_eq!(t.target_name(), "orders_v2");
         assert_eq!(t.line, 11, "the [[tables]] header line");

@@ -14,8 +14,11 @@ pub mod job;
 pub mod plan;
 pub mod progress;
 pub mod retry;
+pub mod run;
 pub mod status;
+pub mod sync;
 pub mod throttle;
+pub mod track;
 
 pub use pontoon_core as core;
 pub use pontoon_state as state;

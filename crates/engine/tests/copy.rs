@@ -40,6 +40,7 @@ async fn run_job(
         )),
         stop: Arc::new(AtomicBool::new(false)),
         retry: RetryPolicy::default(),
+        tracker: Default::default(),
     };
     let report = copy(&ctx, &plan).await?;
     Ok((job, report))
@@ -247,6 +248,7 @@ async fn planning_interrupted_midway_resumes_without_gaps_or_overlaps() {
         )),
         stop,
         retry: RetryPolicy::default(),
+        tracker: Default::default(),
     };
 
     // first run: stopped once about 60 of the ~150 chunks are planned

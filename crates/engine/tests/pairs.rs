@@ -314,6 +314,7 @@ async fn round_trip(src: Kind, dst: Kind) {
         )),
         stop: Arc::new(AtomicBool::new(false)),
         retry: RetryPolicy::default(),
+        tracker: Default::default(),
     };
     let report = copy(&ctx, &plan).await.expect("copy");
     assert!(!report.failed(), "copy failed: {report:?}");

@@ -16,7 +16,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use pontoon_core::{Error, ErrorKind, KeyRange, Result, Value};
+use pontoon_core::{Error, ErrorKind, KeyRange, Position, Result, Value};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
@@ -167,6 +167,29 @@ impl StateStore {
                  completions INTEGER NOT NULL DEFAULT 0,
                  finished_at TEXT,
                  PRIMARY KEY (table_name, seq)
+             );
+             CREATE TABLE IF NOT EXISTS sync (
+                 id INTEGER PRIMARY KEY CHECK (id = 1),
+                 mode TEXT NOT NULL,
+                 start_position TEXT NOT NULL,
+                 position TEXT NOT NULL,
+                 events INTEGER NOT NULL DEFAULT 0,
+                 batches INTEGER NOT NULL DEFAULT 0,
+                 last_commit_micros INTEGER,
+                 behind_events INTEGER,
+                 behind_bytes INTEGER,
+                 lag_seconds REAL,
+                 state TEXT NOT NULL DEFAULT 'running',
+                 error TEXT,
+                 updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+             );
+             CREATE TABLE IF NOT EXISTS sync_batches (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 from_position TEXT NOT NULL,
+                 to_position TEXT NOT NULL,
+                 events INTEGER NOT NULL,
+                 keys INTEGER NOT NULL,
+                 committed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
              );",
         )
         .map_err(db_err)?;
@@ -394,9 +417,218 @@ impl StateStore {
     }
 }
 
+/// Where the sync stands (one per job).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SyncRecord {
+    /// `native` or `triggers`.
+    pub mode: String,
+    /// P0: where capture started, before the first chunk was read.
+    pub start_position: Position,
+    /// Everything up to here is applied to the target and committed.
+    pub position: Position,
+    pub events: u64,
+    pub batches: u64,
+    /// Commit time on the source of the newest applied change (microseconds since
+    /// the epoch), when the capture reports it.
+    pub last_commit_micros: Option<i64>,
+    pub lag: SyncLag,
+    /// `running`, `stopped` or `failed`.
+    pub state: String,
+    pub error: Option<String>,
+    pub updated_at: String,
+}
+
+/// How far the target is behind the source, as last measured by the syncer.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct SyncLag {
+    pub events: Option<u64>,
+    pub bytes: Option<u64>,
+    pub seconds: Option<f64>,
+}
+
+/// One applied batch: the log that shows positions only ever moved forward.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchRecord {
+    pub from: Position,
+    pub to: Position,
+    pub events: u64,
+    pub keys: u64,
+}
+
+/// Applied batches kept in `sync_batches` (older ones are trimmed).
+const BATCH_LOG_KEEP: i64 = 100_000;
+
+impl StateStore {
+    /// The sync's record, if a sync was ever started with this store.
+    pub fn sync(&self) -> Result<Option<SyncRecord>> {
+        let row = self.with(|c| {
+            c.query_row(
+                "SELECT mode, start_position, position, events, batches, last_commit_micros, behind_events,
+                        behind_bytes, lag_seconds, state, error, updated_at FROM sync WHERE id = 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                        (r.get::<_, Option<i64>>(6)?, r.get::<_, Option<i64>>(7)?, r.get::<_, Option<f64>>(8)?),
+                        r.get::<_, String>(9)?,
+                        r.get::<_, Option<String>>(10)?,
+                        r.get::<_, String>(11)?,
+                    ))
+                },
+            )
+            .optional()
+        })?;
+        let Some((mode, start, pos, events, batches, last_commit_micros, lag, state, error, updated_at)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(SyncRecord {
+            mode,
+            start_position: parse_position(&start)?,
+            position: parse_position(&pos)?,
+            events: events as u64,
+            batches: batches as u64,
+            last_commit_micros,
+            lag: SyncLag { events: lag.0.map(|v| v as u64), bytes: lag.1.map(|v| v as u64), seconds: lag.2 },
+            state,
+            error,
+            updated_at,
+        }))
+    }
+
+    /// Records P0 for a new sync. Fails if a sync is already recorded: a resumed run
+    /// continues from the recorded position, never from a new P0 (which could skip
+    /// changes made while pontoon was stopped).
+    pub fn begin_sync(&self, mode: &str, start: &Position) -> Result<()> {
+        let start = start.to_string();
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO sync (id, mode, start_position, position) VALUES (1, ?1, ?2, ?2)",
+                params![mode, start],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The sync checkpoint, called only after the target committed the batch: moves
+    /// the position from `from` to `to` (refusing to move it backward or from
+    /// anywhere but the recorded position) and logs the batch, in one transaction.
+    pub fn checkpoint_sync(
+        &self,
+        from: &Position,
+        to: &Position,
+        events: u64,
+        keys: u64,
+        last_commit_micros: Option<i64>,
+    ) -> Result<()> {
+        let current = self.sync()?.ok_or_else(|| state_err("no sync is recorded in the state store"))?.position;
+        if &current != from {
+            return Err(state_err(format!("sync checkpoint from {from}, but the state store is at {current}")));
+        }
+        let mut moved = current.clone();
+        moved.advance_to(to.clone())?;
+        let (from, to) = (from.to_string(), to.to_string());
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE sync SET position = ?1, events = events + ?2, batches = batches + 1,
+                        last_commit_micros = coalesce(?3, last_commit_micros),
+                        updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = 1",
+                params![to, events as i64, last_commit_micros],
+            )?;
+            let id = tx.query_row(
+                "INSERT INTO sync_batches (from_position, to_position, events, keys) VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                params![from, to, events as i64, keys as i64],
+                |r| r.get::<_, i64>(0),
+            )?;
+            if id % 1000 == 0 {
+                tx.execute("DELETE FROM sync_batches WHERE id <= ?1", [id - BATCH_LOG_KEEP])?;
+            }
+            tx.commit()
+        })?;
+        Ok(())
+    }
+
+    /// The syncer's latest view of the lag (not a checkpoint).
+    pub fn set_sync_lag(&self, lag: &SyncLag) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE sync SET behind_events = ?1, behind_bytes = ?2, lag_seconds = ?3,
+                        updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = 1",
+                params![lag.events.map(|v| v as i64), lag.bytes.map(|v| v as i64), lag.seconds],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// `running`, `stopped` or `failed` (with the error).
+    pub fn set_sync_state(&self, state: &str, error: Option<&str>) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE sync SET state = ?1, error = ?2, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = 1",
+                params![state, error],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The log of applied batches, oldest first.
+    pub fn sync_batches(&self) -> Result<Vec<BatchRecord>> {
+        let rows = self.with(|c| {
+            let mut st = c.prepare("SELECT from_position, to_position, events, keys FROM sync_batches ORDER BY id")?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(|(f, t, events, keys)| {
+                Ok(BatchRecord {
+                    from: parse_position(&f)?,
+                    to: parse_position(&t)?,
+                    events: events as u64,
+                    keys: keys as u64,
+                })
+            })
+            .collect()
+    }
+}
+
+fn parse_position(s: &str) -> Result<Position> {
+    s.parse::<Position>().map_err(|e| state_err(format!("corrupt sync position in the state store: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sync_checkpoints_only_move_forward() {
+        let s = StateStore::in_memory().unwrap();
+        assert!(s.sync().unwrap().is_none());
+        let p0 = Position::TriggerSeq { seq: 5 };
+        s.begin_sync("triggers", &p0).unwrap();
+        assert!(s.begin_sync("triggers", &Position::TriggerSeq { seq: 9 }).is_err(), "P0 is recorded once");
+        let p1 = Position::TriggerSeq { seq: 12 };
+        s.checkpoint_sync(&p0, &p1, 7, 4, Some(1_000)).unwrap();
+        let back = s.checkpoint_sync(&p1, &Position::TriggerSeq { seq: 11 }, 1, 1, None).unwrap_err();
+        assert!(back.to_string().contains("backward"), "{back}");
+        let stale = s.checkpoint_sync(&p0, &Position::TriggerSeq { seq: 20 }, 1, 1, None).unwrap_err();
+        assert!(stale.to_string().contains("state store is at trigger:12"), "{stale}");
+        s.set_sync_lag(&SyncLag { events: Some(3), bytes: None, seconds: Some(0.5) }).unwrap();
+        let r = s.sync().unwrap().unwrap();
+        assert_eq!((r.start_position, r.position.clone(), r.events, r.batches), (p0.clone(), p1.clone(), 7, 1));
+        assert_eq!((r.last_commit_micros, r.lag.events, r.lag.seconds), (Some(1_000), Some(3), Some(0.5)));
+        assert_eq!(
+            s.sync_batches().unwrap(),
+            vec![BatchRecord { from: p0, to: p1, events: 7, keys: 4 }],
+            "only the committed checkpoint is logged"
+        );
+    }
 
     fn range(a: Option<i64>, b: Option<i64>) -> KeyRange {
         KeyRange { after: a.map(|v| vec![Value::Int(v)]), upto: b.map(|v| vec![Value::Int(v)]) }
