@@ -12,8 +12,13 @@
 //! timestamp keys are stored in another text form than pontoon's (say without the
 //! fraction digits) is still read completely, since consecutive chunks share their
 //! bounds, but chunk sizes may vary.
+//!
+//! [`Reader::fetch_keys`] (the sync's re-read of changed rows) selects the scan's items
+//! with `key IN (...)` (a row value `(a, b) IN (VALUES (...), ...)` for a composite
+//! key, which SQLite answers by index lookups), keys bound in the same storage form.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 
 use async_trait::async_trait;
 use pontoon_core::scan::key_range_sql;
@@ -39,6 +44,13 @@ impl SqliteReader {
         SqliteReader { conn }
     }
 }
+
+/// Keys per `fetch_keys` statement at most (fewer when the key has many columns, to
+/// stay below SQLite's 32,766 bound parameters).
+const KEYS_PER_FETCH: usize = 1024;
+
+/// Bound parameters per statement pontoon allows itself (SQLite's limit is 32,766).
+const MAX_PARAMS: usize = 30_000;
 
 /// An SQL statement with its positional parameters (`?1`, `?2`, ...).
 struct Query {
@@ -102,6 +114,48 @@ fn item_sql(expr: &SelectExpr) -> (String, String) {
         SelectExpr::Column(c) => (quote(c), c.clone()),
         SelectExpr::Sql(e) => (format!("({e})"), e.clone()),
     }
+}
+
+/// The statements of a `fetch_keys` call: one per batch of keys. A batch is padded
+/// with NULL keys (which match no row) to a power of two, so a table's fetches use a
+/// handful of statement shapes that stay in the prepared-statement cache.
+fn fetch_keys_queries(scan: &ScanSpec, keys: &[Vec<Value>]) -> Vec<Query> {
+    let width = scan.key.len().max(1);
+    let mut per_batch = KEYS_PER_FETCH;
+    while per_batch > 1 && per_batch * width + 1 > MAX_PARAMS {
+        per_batch /= 2;
+    }
+    let (exprs, _): (Vec<String>, Vec<String>) = scan.select.iter().map(|i| item_sql(&i.expr)).unzip();
+    let cols: Vec<String> = scan.key.iter().map(|k| quote(k)).collect();
+    keys.chunks(per_batch)
+        .map(|batch| {
+            let mut params = Vec::new();
+            let mut sql = format!(
+                "SELECT {} FROM {}",
+                if exprs.is_empty() { "NULL".to_string() } else { exprs.join(", ") },
+                quote(&scan.table)
+            );
+            let filter = where_clause(scan, &KeyRange::ALL, &mut params);
+            sql.push_str(&filter);
+            sql.push_str(if filter.is_empty() { " WHERE " } else { " AND " });
+            let padded = batch.len().next_power_of_two();
+            let mut tuples = Vec::with_capacity(padded);
+            for i in 0..padded {
+                let mut slots = Vec::with_capacity(width);
+                for j in 0..scan.key.len() {
+                    params.push(batch.get(i).map_or(Value::Null, |k| k[j].clone()));
+                    slots.push(format!("?{}", params.len()));
+                }
+                tuples.push(slots.join(", "));
+            }
+            if cols.len() == 1 {
+                sql.push_str(&format!("{} IN ({})", cols[0], tuples.join(", ")));
+            } else {
+                sql.push_str(&format!("({}) IN (VALUES ({}))", cols.join(", "), tuples.join("), (")));
+            }
+            Query { sql, params }
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -241,5 +295,45 @@ impl Reader for SqliteReader {
         let types: Vec<ColumnType> = scan.select.iter().map(|i| i.ty.clone()).collect();
         let table = scan.table.clone();
         self.conn.run(move |c| fetch(c, &query, &types, &names).map_err(|e| e.in_table(table))).await
+    }
+
+    /// One `SELECT` per 1,024 distinct keys (fewer for wide keys), all in one read
+    /// transaction, so that every row comes from the same snapshot.
+    async fn fetch_keys(&mut self, scan: &ScanSpec, keys: &[Vec<Value>]) -> Result<Vec<Row>> {
+        if scan.key.is_empty() {
+            return Err(Error::new(ErrorKind::Schema, "fetching rows by key needs a key").in_table(scan.table.clone()));
+        }
+        if let Some(bad) = keys.iter().find(|k| k.len() != scan.key.len()) {
+            return Err(Error::internal(format!(
+                "a key of {} values for a key of {} columns",
+                bad.len(),
+                scan.key.len()
+            ))
+            .in_table(scan.table.clone()));
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A key asked twice would come back twice if its copies fell in two batches.
+        let mut seen = HashSet::with_capacity(keys.len());
+        let keys: Vec<Vec<Value>> = keys.iter().filter(|k| seen.insert(format!("{k:?}"))).cloned().collect();
+        let queries = fetch_keys_queries(scan, &keys);
+        let (_, names): (Vec<String>, Vec<String>) = scan.select.iter().map(|i| item_sql(&i.expr)).unzip();
+        let types: Vec<ColumnType> = scan.select.iter().map(|i| i.ty.clone()).collect();
+        let table = scan.table.clone();
+        self.conn
+            .run(move |c| {
+                let run = |c: &mut Connection| -> Result<Vec<Row>> {
+                    let tx = c.transaction().map_err(db_error)?;
+                    let mut rows = Vec::new();
+                    for query in &queries {
+                        rows.extend(fetch(&tx, query, &types, &names)?);
+                    }
+                    tx.commit().map_err(db_error)?;
+                    Ok(rows)
+                };
+                run(c).map_err(|e| e.in_table(table))
+            })
+            .await
     }
 }

@@ -1,82 +1,17 @@
 //! SQLite connector against real database files in a temporary directory.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use pontoon_core::value::{days_from_civil, parse_timestamp, parse_uuid};
 use pontoon_core::{
-    Column, ColumnType, Connector, Decimal, ErrorKind, KeyRange, PartitionFilter, ScanSpec, SecretUrl, SelectExpr,
-    SelectItem, TableSchema, Value,
+    Column, ColumnType, Connector, Decimal, ErrorKind, KeyRange, PartitionFilter, SecretUrl, SelectExpr, SelectItem,
+    TableSchema, Value,
 };
 use pontoon_sqlite::SqliteConnector;
 
-/// A directory removed when the test ends.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "pontoon-sqlite-{}-{name}-{}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn connector(&self) -> SqliteConnector {
-        SqliteConnector::new(&SecretUrl::new("sqlite:test.db"), self.path()).unwrap()
-    }
-
-    /// A plain connection for setting up data with SQL.
-    fn raw(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.path().join("test.db")).unwrap()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn col(name: &str, ty: ColumnType, nullable: bool) -> Column {
-    Column { name: name.into(), native: String::new(), ty, nullable, has_default: false }
-}
-
-/// A schema as the engine would hand it to `create_table`/`upsert` (native types
-/// filled in by the connector).
-fn schema(c: &SqliteConnector, name: &str, cols: Vec<Column>, key: &[&str]) -> TableSchema {
-    TableSchema {
-        name: name.into(),
-        columns: cols
-            .into_iter()
-            .map(|mut col| {
-                col.native = c.native_type(&col.ty);
-                col
-            })
-            .collect(),
-        primary_key: key.iter().map(|k| k.to_string()).collect(),
-    }
-}
-
-fn scan_of(schema: &TableSchema) -> ScanSpec {
-    ScanSpec {
-        table: schema.name.clone(),
-        select: schema
-            .columns
-            .iter()
-            .map(|c| SelectItem { expr: SelectExpr::Column(c.name.clone()), ty: c.ty.clone() })
-            .collect(),
-        key: schema.primary_key.clone(),
-        key_types: schema.primary_key.iter().map(|k| schema.column(k).unwrap().ty.clone()).collect(),
-        filter: None,
-        partition: None,
-    }
-}
+use common::{TempDir, col, scan_of, schema};
 
 fn dec(s: &str) -> Value {
     Value::Decimal(Decimal::parse(s).unwrap())
