@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Install what the tests need on Debian 12: PostgreSQL 15 with wal2json, and MariaDB.
+# Install what the tests need on Debian 12: PostgreSQL 15 with wal2json, MariaDB, and sysbench
+# (the write load of the sync tests; pgbench comes with postgresql-client).
 #
 # The tests (crates/testsupport) start their own servers from these packages' binaries, in
 # temporary directories, without systemd or Docker; the system-wide services are never used.
 # Idempotent: installs only what is missing. Runs as root, or re-runs itself through sudo.
 set -euo pipefail
 
-PACKAGES=(postgresql-15 postgresql-client-15 postgresql-15-wal2json mariadb-server mariadb-client)
+PACKAGES=(postgresql-15 postgresql-client-15 postgresql-15-wal2json mariadb-server mariadb-client sysbench)
 
 if [[ $(id -u) != 0 ]]; then
   if command -v sudo >/dev/null; then
