@@ -6,7 +6,7 @@ use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use pontoon_core::{ColumnType, Error, KeyRange, Reader, Result, Row, ScanSpec, SelectExpr, TableSchema, Value};
 
-use crate::sql::{key_list, quote, select_list, where_clause};
+use crate::sql::{key_list, keys_where_clause, quote, select_list, where_clause};
 use crate::{catalog, error, types, values};
 
 /// A connection reading one MariaDB database. See [`pontoon_core::Reader`].
@@ -49,6 +49,10 @@ impl MysqlReader {
         Ok(rows)
     }
 }
+
+/// At most this many keys in one `fetch_keys` statement (its text stays far below
+/// the server's packet limit for keys of up to a few kilobytes each).
+const MAX_FETCH_KEYS: usize = 1_000;
 
 /// The name an output column goes by in errors: the column, or the expression.
 fn item_name(expr: &SelectExpr) -> String {
@@ -150,5 +154,43 @@ impl Reader for MysqlReader {
         let types: Vec<&ColumnType> = scan.select.iter().map(|i| &i.ty).collect();
         let names: Vec<String> = scan.select.iter().map(|i| item_name(&i.expr)).collect();
         self.query_rows(&sql, &types, &names).await.map_err(|e| e.in_table(&scan.table))
+    }
+
+    /// One `SELECT ... WHERE <filter> AND <partition> AND key IN (...)` per
+    /// [`MAX_FETCH_KEYS`] keys, decoded as `scan` decodes. Keys are literals rendered
+    /// by [`crate::sql::literal`] (text escaped, bytes in hex), so no key can change the
+    /// statement. A text key is matched under its column's collation: with a
+    /// case-insensitive or PAD SPACE collation (MariaDB's default `utf8mb4_general_ci`),
+    /// `'abc'`, `'ABC'` and `'abc '` all name the one row the table holds under that
+    /// key, and it comes back with the key as stored, which may be spelled
+    /// differently from the key asked for (once, however many spellings were asked).
+    async fn fetch_keys(&mut self, scan: &ScanSpec, keys: &[Vec<Value>]) -> Result<Vec<Row>> {
+        let in_table = |e: Error| e.in_table(&scan.table);
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        if scan.key.is_empty() {
+            return Err(in_table(Error::schema("rows cannot be fetched by key: the scan has no key")));
+        }
+        if let Some(bad) = keys.iter().find(|k| k.len() != scan.key.len()) {
+            return Err(in_table(Error::internal(format!(
+                "a key of {} values for a key of {} columns",
+                bad.len(),
+                scan.key.len()
+            ))));
+        }
+        let types: Vec<&ColumnType> = scan.select.iter().map(|i| &i.ty).collect();
+        let names: Vec<String> = scan.select.iter().map(|i| item_name(&i.expr)).collect();
+        let mut rows = Vec::new();
+        for chunk in keys.chunks(MAX_FETCH_KEYS) {
+            let sql = format!(
+                "SELECT {} FROM {}{}",
+                select_list(&scan.select),
+                quote(&scan.table),
+                keys_where_clause(scan, chunk)
+            );
+            rows.extend(self.query_rows(&sql, &types, &names).await.map_err(in_table)?);
+        }
+        Ok(rows)
     }
 }

@@ -77,6 +77,31 @@ pub(crate) fn key_list(key: &[String]) -> String {
 
 /// ` WHERE ...` for the scan's filter, partition and key range, or an empty string.
 pub(crate) fn where_clause(scan: &ScanSpec, range: &KeyRange) -> String {
+    let mut conds = scan_conditions(scan);
+    if let Some(r) = key_range_sql(&scan.key, range, &|c| quote(c), &literal) {
+        conds.push(r);
+    }
+    if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) }
+}
+
+/// ` WHERE ...` for the scan's filter and partition and a key among `keys` (each in
+/// `scan.key` order): `k IN (1, 2)` or `(a, b) IN ((1, 'x'), (2, 'y'))`, which MariaDB
+/// reads through the key's index as ranges. Text keys are compared under the key
+/// column's collation, as every other predicate on the column is.
+pub(crate) fn keys_where_clause(scan: &ScanSpec, keys: &[Vec<Value>]) -> String {
+    let mut conds = scan_conditions(scan);
+    let tuple = |key: &Vec<Value>| {
+        let items: Vec<String> = key.iter().map(literal).collect();
+        if items.len() == 1 { items.into_iter().next().unwrap_or_default() } else { format!("({})", items.join(", ")) }
+    };
+    let lhs = if scan.key.len() == 1 { quote(&scan.key[0]) } else { format!("({})", key_list(&scan.key)) };
+    let list: Vec<String> = keys.iter().map(tuple).collect();
+    conds.push(format!("{lhs} IN ({})", list.join(", ")));
+    format!(" WHERE {}", conds.join(" AND "))
+}
+
+/// The scan's filter and partition as conditions to AND.
+fn scan_conditions(scan: &ScanSpec) -> Vec<String> {
     let mut conds = Vec::new();
     if let Some(filter) = &scan.filter {
         conds.push(format!("({filter})"));
@@ -84,10 +109,7 @@ pub(crate) fn where_clause(scan: &ScanSpec, range: &KeyRange) -> String {
     if let Some(p) = &scan.partition {
         conds.push(partition_condition(&p.column, &p.value));
     }
-    if let Some(r) = key_range_sql(&scan.key, range, &|c| quote(c), &literal) {
-        conds.push(r);
-    }
-    if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) }
+    conds
 }
 
 /// `col = value`, or `col IS NULL` for the NULL partition.
@@ -133,6 +155,19 @@ mod tests {
             where_clause(&scan, &range),
             " WHERE (x > 1) AND `p` IS NULL AND ((`a` > 0) OR (`a` = 0 AND `b` > 'q'))"
         );
+        assert_eq!(
+            keys_where_clause(&scan, &[vec![Value::Int(1), Value::Text("it's".into())], vec![Value::Int(2), t("b")]]),
+            " WHERE (x > 1) AND `p` IS NULL AND (`a`, `b`) IN ((1, 'it\\'s'), (2, 'b'))"
+        );
+        let single = ScanSpec { key: vec!["a".into()], key_types: vec![ColumnType::I64], ..scan.clone() };
+        assert_eq!(
+            keys_where_clause(&ScanSpec { filter: None, partition: None, ..single }, &[vec![Value::Int(7)]]),
+            " WHERE `a` IN (7)"
+        );
         assert_eq!(where_clause(&ScanSpec { filter: None, partition: None, ..scan }, &KeyRange::ALL), "");
+    }
+
+    fn t(s: &str) -> Value {
+        Value::Text(s.into())
     }
 }

@@ -230,6 +230,13 @@ pub(crate) fn check(v: &Value, target: &Target) -> Result<()> {
 /// column, after [`check`].
 pub(crate) fn encode(v: &Value, target: &Target) -> Result<My> {
     check(v, target)?;
+    encode_key(v, target)
+}
+
+/// Encodes a value as a parameter for the target column without [`check`]: for a key
+/// to match (a `DELETE ... WHERE key IN (...)`), where a value the column could not
+/// hold simply matches no row.
+pub(crate) fn encode_key(v: &Value, target: &Target) -> Result<My> {
     Ok(match v {
         Value::Null => My::NULL,
         Value::Bool(b) => My::Int(*b as i64),

@@ -24,6 +24,8 @@ use crate::{catalog, error, types, values};
 const MAX_PLACEHOLDERS: usize = 65_535;
 /// At most this many rows in one statement.
 const MAX_BATCH_ROWS: usize = 2_000;
+/// At most this many keys in one `DELETE` statement.
+const MAX_DELETE_KEYS: usize = 1_000;
 /// A batch is cut once its parameters pass this size, so that a statement stays well
 /// below the server's packet limit (16 MiB by default).
 const MAX_BATCH_BYTES: usize = 8 << 20;
@@ -92,14 +94,15 @@ impl MysqlWriter {
         self.conn.query_drop(sql).await.map_err(error::map)
     }
 
-    /// Writes all batches; the caller commits or rolls back.
-    async fn upsert_batches(&mut self, table: &TableSchema, rows: &[Row]) -> Result<()> {
+    /// Writes all batches; the caller commits or rolls back. With `guard` (a version
+    /// column), an existing row is replaced only where [`upsert_sql`]'s guard holds.
+    async fn upsert_batches(&mut self, table: &TableSchema, rows: &[Row], guard: Option<&str>) -> Result<()> {
         let ncols = table.columns.len();
         let max_rows = (MAX_PLACEHOLDERS / ncols).clamp(1, MAX_BATCH_ROWS);
         let key_positions: Vec<usize> = table.primary_key.iter().filter_map(|k| table.position(k)).collect();
         let key_of = |row: &Row| -> Vec<Value> { key_positions.iter().map(|&i| row[i].clone()).collect() };
         let targets: Vec<Target> = table.columns.iter().map(Target::of).collect();
-        let full_sql = upsert_sql(table, max_rows);
+        let full_sql = upsert_sql(table, max_rows, guard);
         let mut start = 0;
         while start < rows.len() {
             let mut params = Vec::with_capacity(max_rows.min(rows.len() - start) * ncols);
@@ -129,7 +132,7 @@ impl MysqlWriter {
             let sql = if n == max_rows {
                 full_sql.as_str()
             } else {
-                partial_sql = upsert_sql(table, n);
+                partial_sql = upsert_sql(table, n, guard);
                 partial_sql.as_str()
             };
             let batch = &rows[start..end];
@@ -146,6 +149,52 @@ impl MysqlWriter {
             start = end;
         }
         Ok(())
+    }
+
+    /// Deletes the rows whose primary key is one of `keys` (target key values in
+    /// primary-key order), at most [`MAX_DELETE_KEYS`] keys a statement; the caller
+    /// commits or rolls back. Returns the rows deleted.
+    async fn delete_batches(&mut self, table: &TableSchema, keys: &[Vec<Value>]) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut positions = Vec::with_capacity(table.primary_key.len());
+        for k in &table.primary_key {
+            let i = table
+                .position(k)
+                .ok_or_else(|| Error::internal(format!("the primary key column {k} is not a column of the table")))?;
+            positions.push(i);
+        }
+        if positions.is_empty() {
+            return Err(Error::schema("the table has no primary key: changes cannot delete rows by key"));
+        }
+        let targets: Vec<Target> = positions.iter().map(|&i| Target::of(&table.columns[i])).collect();
+        let per_statement = (MAX_PLACEHOLDERS / positions.len()).clamp(1, MAX_DELETE_KEYS);
+        let mut deleted = 0;
+        for chunk in keys.chunks(per_statement) {
+            let mut params = Vec::with_capacity(chunk.len() * positions.len());
+            for key in chunk {
+                if key.len() != positions.len() {
+                    return Err(Error::internal(format!(
+                        "a key of {} values for a primary key of {} columns",
+                        key.len(),
+                        positions.len()
+                    )));
+                }
+                for ((value, target), &i) in key.iter().zip(&targets).zip(&positions) {
+                    let cell = values::encode_key(value, target)
+                        .map_err(|e| e.in_column(&table.columns[i].name).at_key(key.clone()))?;
+                    params.push(cell);
+                }
+            }
+            let sql = delete_sql(table, chunk.len());
+            self.conn.exec_drop(sql, params).await.map_err(error::map)?;
+            deleted += self.conn.affected_rows();
+            if self.conn.get_warnings() > 0 {
+                return Err(self.warnings_error().await);
+            }
+        }
+        Ok(deleted)
     }
 
     /// How `LOAD DATA` takes `table` (read from the catalog once per table), or `None`
@@ -261,13 +310,33 @@ impl MysqlWriter {
 
     /// One transaction: all rows through `LOAD DATA` (`facts` given) or INSERT.
     async fn write_transaction(&mut self, table: &TableSchema, rows: &[Row], facts: Option<&LoadFacts>) -> Result<()> {
+        self.apply_transaction(table, rows, &[], None, facts).await.map(|_| ())
+    }
+
+    /// One transaction: the rows upserted (through `LOAD DATA` when `facts` are given,
+    /// else INSERT, guarded by `guard`), then the `deletes` deleted. Returns the rows
+    /// deleted.
+    async fn apply_transaction(
+        &mut self,
+        table: &TableSchema,
+        rows: &[Row],
+        deletes: &[Vec<Value>],
+        guard: Option<&str>,
+        facts: Option<&LoadFacts>,
+    ) -> Result<u64> {
         self.run("START TRANSACTION").await?;
-        let written = match facts {
-            Some(facts) => self.load_batches(table, rows, facts).await,
-            None => self.upsert_batches(table, rows).await,
-        };
+        let written = async {
+            if !rows.is_empty() {
+                match facts {
+                    Some(facts) => self.load_batches(table, rows, facts).await?,
+                    None => self.upsert_batches(table, rows, guard).await?,
+                }
+            }
+            self.delete_batches(table, deletes).await
+        }
+        .await;
         match written {
-            Ok(()) => self.run("COMMIT").await,
+            Ok(deleted) => self.run("COMMIT").await.map(|()| deleted),
             Err(e) => {
                 // The first error is the one to report; a failed rollback (lost
                 // connection) leaves nothing committed either.
@@ -325,7 +394,15 @@ impl MysqlWriter {
 /// `INSERT INTO t (cols) VALUES (?, ...) x rows ON DUPLICATE KEY UPDATE ...`: every
 /// non-key column takes the new value; a table of key columns only updates a key
 /// column to itself (never `INSERT IGNORE`, which turns errors into warnings).
-fn upsert_sql(table: &TableSchema, rows: usize) -> String {
+///
+/// With a `guard` (version) column `v`, each column becomes `c = IF(<guard>, VALUES(c), c)`
+/// where the guard is `v IS NULL OR v <= VALUES(v)` (the existing row's version is
+/// unknown or not newer), and `v` itself is assigned last: MariaDB evaluates the
+/// assignments left to right, each seeing the columns already assigned, so an earlier
+/// `v = VALUES(v)` would make the guard of every later column compare the new
+/// version with itself. A row whose new version is NULL replaces only a row whose
+/// version is NULL.
+fn upsert_sql(table: &TableSchema, rows: usize, guard: Option<&str>) -> String {
     let cols: Vec<String> = table.columns.iter().map(|c| quote(&c.name)).collect();
     let one = format!("({})", vec!["?"; cols.len()].join(","));
     let mut sql = String::with_capacity(64 + cols.len() * 16 + rows * (one.len() + 1));
@@ -340,12 +417,22 @@ fn upsert_sql(table: &TableSchema, rows: usize) -> String {
         }
         sql.push_str(&one);
     }
-    let updates: Vec<String> = table
+    let holds = guard.map(|v| format!("{v} IS NULL OR {v} <= VALUES({v})", v = quote(v)));
+    let assign = |name: &str| match &holds {
+        Some(holds) => format!("{q} = IF({holds}, VALUES({q}), {q})", q = quote(name)),
+        None => format!("{q} = VALUES({q})", q = quote(name)),
+    };
+    let mut updates: Vec<String> = table
         .columns
         .iter()
-        .filter(|c| !table.primary_key.contains(&c.name))
-        .map(|c| format!("{q} = VALUES({q})", q = quote(&c.name)))
+        .filter(|c| !table.primary_key.contains(&c.name) && Some(c.name.as_str()) != guard)
+        .map(|c| assign(&c.name))
         .collect();
+    if let Some(v) = guard
+        && !table.primary_key.iter().any(|k| k == v)
+    {
+        updates.push(assign(v));
+    }
     sql.push_str(" ON DUPLICATE KEY UPDATE ");
     if updates.is_empty() {
         let k = quote(table.primary_key.first().unwrap_or(&table.columns[0].name));
@@ -354,6 +441,18 @@ fn upsert_sql(table: &TableSchema, rows: usize) -> String {
         sql.push_str(&updates.join(", "));
     }
     sql
+}
+
+/// `DELETE FROM t WHERE k IN (?, ...)`, or `WHERE (a, b) IN ((?, ?), ...)` for a
+/// composite key (MariaDB reads both through the primary key as ranges).
+fn delete_sql(table: &TableSchema, keys: usize) -> String {
+    let cols: Vec<String> = table.primary_key.iter().map(|k| quote(k)).collect();
+    let (lhs, one) = if cols.len() == 1 {
+        (cols[0].clone(), "?".to_string())
+    } else {
+        (format!("({})", cols.join(", ")), format!("({})", vec!["?"; cols.len()].join(",")))
+    };
+    format!("DELETE FROM {} WHERE {lhs} IN ({})", quote(&table.name), vec![one; keys].join(","))
 }
 
 /// `LOAD DATA LOCAL INFILE '...' REPLACE INTO TABLE t CHARACTER SET binary FIELDS
@@ -525,6 +624,42 @@ impl Writer for MysqlWriter {
         }
         Ok(rows.len() as u64)
     }
+
+    async fn apply(
+        &mut self,
+        table: &TableSchema,
+        rows: &[Row],
+        deletes: &[Vec<Value>],
+        version_column: Option<&str>,
+    ) -> Result<u64> {
+        let in_table = |e: Error| e.in_table(&table.name);
+        if rows.is_empty() && deletes.is_empty() {
+            return Ok(0);
+        }
+        if table.columns.is_empty() {
+            return Err(in_table(Error::internal("apply to a table without columns")));
+        }
+        if let Some(v) = version_column
+            && table.position(v).is_none()
+        {
+            return Err(in_table(
+                Error::schema(format!("the version column {v} is not a column of the table")).in_column(v),
+            ));
+        }
+        // `LOAD DATA ... REPLACE` cannot keep a newer row: guarded writes take INSERT.
+        let facts = match version_column {
+            None => self.load_plan(table, rows.len()).await.map_err(in_table)?,
+            Some(_) => None,
+        };
+        let deleted = match self.apply_transaction(table, rows, deletes, version_column, facts.as_deref()).await {
+            Err(e) if facts.is_some() && self.load_refused => {
+                tracing::info!(error = %e, "MariaDB refuses LOAD DATA LOCAL; writing with INSERT");
+                self.apply_transaction(table, rows, deletes, version_column, None).await.map_err(in_table)?
+            }
+            written => written.map_err(in_table)?,
+        };
+        Ok(rows.len() as u64 + deleted)
+    }
 }
 
 #[cfg(test)]
@@ -543,11 +678,34 @@ mod tests {
             primary_key: vec!["id".into()],
         };
         assert_eq!(
-            upsert_sql(&t, 2),
+            upsert_sql(&t, 2, None),
             "INSERT INTO `t` (`id`, `v`) VALUES (?,?),(?,?) ON DUPLICATE KEY UPDATE `v` = VALUES(`v`)"
         );
-        let k = TableSchema { columns: vec![column("id", ColumnType::I64)], ..t };
-        assert!(upsert_sql(&k, 1).ends_with("ON DUPLICATE KEY UPDATE `id` = `id`"));
+        let k = TableSchema { columns: vec![column("id", ColumnType::I64)], ..t.clone() };
+        assert!(upsert_sql(&k, 1, None).ends_with("ON DUPLICATE KEY UPDATE `id` = `id`"));
+        // the version column is assigned last, whatever its place in the table
+        let g = TableSchema {
+            columns: vec![column("ver", ColumnType::I64), column("id", ColumnType::I64), column("v", ColumnType::TEXT)],
+            ..t
+        };
+        assert_eq!(
+            upsert_sql(&g, 1, Some("ver")),
+            "INSERT INTO `t` (`ver`, `id`, `v`) VALUES (?,?,?) ON DUPLICATE KEY UPDATE \
+             `v` = IF(`ver` IS NULL OR `ver` <= VALUES(`ver`), VALUES(`v`), `v`), \
+             `ver` = IF(`ver` IS NULL OR `ver` <= VALUES(`ver`), VALUES(`ver`), `ver`)"
+        );
+    }
+
+    #[test]
+    fn delete_statement() {
+        let t = TableSchema {
+            name: "t".into(),
+            columns: vec![column("a", ColumnType::I64), column("b", ColumnType::TEXT)],
+            primary_key: vec!["a".into()],
+        };
+        assert_eq!(delete_sql(&t, 3), "DELETE FROM `t` WHERE `a` IN (?,?,?)");
+        let c = TableSchema { primary_key: vec!["b".into(), "a".into()], ..t };
+        assert_eq!(delete_sql(&c, 2), "DELETE FROM `t` WHERE (`b`, `a`) IN ((?,?),(?,?))");
     }
 
     #[test]
