@@ -192,7 +192,7 @@ async fn cmd_run(path: &Path, workers: Option<usize>, drain: bool, json: bool) -
     let job = load_job_with_workers(path, workers)?;
     let s = sides(&job)?;
     let plan = Arc::new(plan(&job, s.source.as_ref(), s.target.as_ref()).await?);
-    let until = if drain { Until::CaughtUp } else { Until::Stopped };
+    let until = if drain { Until::Drained(Arc::new(AtomicBool::new(true))) } else { Until::Stopped };
     let report = run_online(&job, &s, plan, until).await?;
     display::print_copy(&report.copy);
     println!(
@@ -348,16 +348,61 @@ async fn cmd_demo(dir: &Path, scale: f64, json: bool) -> Result<u8, Failure> {
     eprintln!("job file: {}", job_path.display());
     let job = load_job(&job_path)?;
     let s = sides(&job)?;
-    let plan = plan(&job, s.source.as_ref(), s.target.as_ref()).await?;
+    let plan = Arc::new(plan(&job, s.source.as_ref(), s.target.as_ref()).await?);
     let report = pontoon_engine::plan::report(&plan, &job, s.source.as_ref(), s.target.as_ref()).await?;
     display::print_plan(&report, &job);
-    let copied = run_copy(&job, &s, &plan).await?;
-    display::print_copy(&copied);
-    let code = copy_exit_code(&copied);
+
+    // online: capture starts before the copy, the shop's application keeps writing
+    // through the copy and a few seconds of sync, then stops, and the sync drains
+    let ctx = copy_context(&job, &s, &plan)?;
+    let spec = start_capture(&job, s.source.as_ref(), &plan, &ctx).await?;
+    eprintln!("live writer: inserting, updating and deleting in the shop during the whole migration");
+    let writer = demo::LiveWriter::start(dir);
+    let sync_progress = Arc::new(SyncProgress::new());
+    let drain = Arc::new(AtomicBool::new(false));
+    spawn_signal_handler(ctx.stop.clone(), "finishing the chunks and the sync batch in hand");
+    let display = display::ProgressDisplay::start(ctx.progress.clone(), Some(sync_progress.clone()));
+    let migration = {
+        let (ctx, plan, progress, until) =
+            (ctx.clone(), plan.clone(), sync_progress.clone(), Until::Drained(drain.clone()));
+        let batch = job.sync.batch_events;
+        tokio::spawn(async move { pontoon_engine::run::run(&ctx, plan, spec, batch, progress, until).await })
+    };
+    while !sync_progress.copy_done.load(Ordering::Relaxed) && !migration.is_finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let writes = writer.stop()?;
+    drain.store(true, Ordering::Relaxed);
+    let result =
+        migration.await.map_err(|e| Failure { code: 1, message: format!("the migration task failed: {e}") })?;
+    display.finish().await;
+    let result = result?;
+    display::print_copy(&result.copy);
+    println!(
+        "live writer: {} transactions ({} inserts, {} updates, {} deletes) during the copy and sync",
+        writes.transactions, writes.inserts, writes.updates, writes.deletes
+    );
+    println!(
+        "sync ({} capture): {} change events applied in {} batches, drained",
+        result.capture, result.sync.events, result.sync.batches
+    );
+    let compared = demo::compare(dir)?;
+    let differences: u64 = compared.iter().map(|t| t.differences).sum();
+    for t in &compared {
+        println!(
+            "  {}: {} rows in the shop (through the mapping), {} in the new schema, {} differences",
+            t.table, t.source_rows, t.target_rows, t.differences
+        );
+    }
+    let mut code = copy_exit_code(&result.copy);
+    if code == 0 && differences > 0 {
+        eprintln!("error: {differences} rows differ between the two sides");
+        code = 1;
+    }
     if code == 0 {
         println!(
-            "done: {} rows copied from {} into {} (state: {})",
-            copied.rows,
+            "done: {} migrated online into {}, both sides equal (state: {})",
             dir.join("shop.db").display(),
             dir.join("shop_v2.db").display(),
             job.state_path().display()
@@ -365,7 +410,10 @@ async fn cmd_demo(dir: &Path, scale: f64, json: bool) -> Result<u8, Failure> {
         println!("try: pontoon status {}", job_path.display());
     }
     if json {
-        println!("{}", serde_json::to_string(&copied).unwrap_or_default());
+        println!(
+            "{}",
+            json!({ "rows": result.copy.rows, "copy": result.copy, "sync": result.sync, "writer": writes, "compared": compared })
+        );
     }
     Ok(code)
 }

@@ -57,12 +57,23 @@ impl SyncProgress {
 }
 
 /// When the syncer returns by itself (it always returns when `stop` is set).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Until {
     /// Only when stopped.
     Stopped,
-    /// Once the copy is done and a read finds nothing new (`pontoon run --drain`).
-    CaughtUp,
+    /// Once the flag is set, the copy is done, and a read that started after both
+    /// finds nothing new: the target has every change committed before the flag
+    /// was set (`pontoon run --drain` sets it at once; the demo when its writer stops).
+    Drained(Arc<AtomicBool>),
+}
+
+impl Until {
+    fn drain_requested(&self) -> bool {
+        match self {
+            Until::Stopped => false,
+            Until::Drained(flag) => flag.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Everything a sync needs.
@@ -114,7 +125,7 @@ pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
         if stopped() {
             return Ok(SyncReport { events: events_total, batches: batches_total, position: from.to_string() });
         }
-        let copy_done_before_read = ctx.progress.copy_done.load(Ordering::Relaxed);
+        let may_end = until.drain_requested() && ctx.progress.copy_done.load(Ordering::Relaxed);
         let batch = read_batch(ctx, &mut conns, &capture_tables, &from).await?;
         let started = Instant::now();
         let keys = apply_batch(ctx, &mut conns, &tables, &limits, &batch).await?;
@@ -160,7 +171,7 @@ pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
             measure_lag(ctx, &mut conns, &batch, caught_up).await;
             last_lag = Instant::now();
         }
-        if until == Until::CaughtUp && caught_up && copy_done_before_read {
+        if may_end && caught_up {
             return Ok(SyncReport {
                 events: events_total,
                 batches: batches_total,
