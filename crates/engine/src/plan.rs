@@ -117,6 +117,10 @@ pub async fn plan(job: &Job, source: &dyn Connector, target: &dyn Connector) -> 
     let table_jobs: Vec<TableJob> = if job.tables.is_empty() {
         let mut all = Vec::new();
         for name in reader.list_tables().await? {
+            if name.starts_with("pontoon_") {
+                // pontoon's own change-log and bookkeeping tables (capture)
+                continue;
+            }
             match reader.describe(&name).await {
                 Ok(Some(s)) if !s.primary_key.is_empty() => all.push(TableJob { source: name, ..TableJob::default() }),
                 Ok(_) => tracing::info!(table = %name, "skipping a table without a primary key"),
