@@ -98,6 +98,26 @@ pub(crate) async fn open_writer(path: PathBuf) -> Result<Handle> {
     .await
 }
 
+/// Opens an existing source database read-write for change capture, which installs
+/// triggers and a log table and deletes released log rows. Unlike [`open_writer`] it
+/// neither creates the file nor changes its journal mode (the application's choice).
+/// When the file cannot be written, SQLite opens it read-only (see
+/// `Connection::is_readonly`).
+pub(crate) async fn open_source(path: PathBuf) -> Result<Handle> {
+    blocking(move || {
+        if !path.is_file() {
+            return Err(Error::config(format!("SQLite database {} does not exist", path.display())));
+        }
+        let conn =
+            Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(db_error)?;
+        configure(&conn)?;
+        tracing::debug!(path = %path.display(), "opened sqlite database for change capture");
+        Ok(Handle(Arc::new(Mutex::new(conn))))
+    })
+    .await
+}
+
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db_error)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);

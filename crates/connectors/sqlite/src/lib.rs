@@ -12,7 +12,9 @@
 //! above `i64::MAX`, decimals a NUMERIC-affinity column would round.
 //!
 //! A [`SqliteConnector`] is built from a URL without I/O; its [`Reader`] opens the file
-//! read-only and its [`Writer`] read-write in WAL mode, creating it if missing.
+//! read-only and its [`Writer`] read-write in WAL mode, creating it if missing. As a
+//! sync source it captures changes with triggers ([`TriggerCapture`]: a log table
+//! filled by triggers on the captured tables).
 //! rusqlite is synchronous, so every call runs on tokio's blocking pool.
 
 mod catalog;
@@ -20,16 +22,19 @@ mod conn;
 mod error;
 mod reader;
 mod storage;
+mod triggers;
 mod types;
 mod writer;
 
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use pontoon_core::capture::{Capture, CaptureMode, CaptureSpec};
 use pontoon_core::value::{MICROS_PER_DAY, MICROS_PER_SECOND, days_from_civil};
 use pontoon_core::{ColumnType, Connector, Engine, Error, Limits, Reader, Result, SecretUrl, Writer, redact_url};
 
 pub use reader::SqliteReader;
+pub use triggers::TriggerCapture;
 pub use writer::SqliteWriter;
 
 /// One SQLite database file, from an `sqlite:` URL.
@@ -107,6 +112,27 @@ impl Connector for SqliteConnector {
     async fn writer(&self) -> Result<Box<dyn Writer>> {
         let conn = conn::open_writer(self.path.clone()).await?;
         Ok(Box::new(SqliteWriter::new(conn)))
+    }
+
+    /// `triggers` only ([`TriggerCapture`]): SQLite keeps no change log of its own.
+    fn capture(&self, spec: &CaptureSpec) -> Result<Box<dyn Capture>> {
+        let valid = !spec.job.is_empty()
+            && spec.job.len() <= 40
+            && spec.job.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return Err(Error::config(format!(
+                "sync job name `{}` must be 1 to 40 characters of a-z, 0-9 and _ (it names the change log table and \
+                 triggers)",
+                spec.job
+            )));
+        }
+        match spec.mode {
+            CaptureMode::Triggers => Ok(Box::new(TriggerCapture::new(self.path.clone(), spec))),
+            CaptureMode::Native => Err(Error::config(format!(
+                "SQLite database {} has no native change log to capture from: use capture = \"triggers\" in [sync]",
+                self.path.display()
+            ))),
+        }
     }
 }
 
