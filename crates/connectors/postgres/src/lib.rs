@@ -188,6 +188,7 @@ impl Connector for PgConnector {
     /// Trigger capture ([`TriggerCapture`]) or logical decoding through wal2json
     /// ([`Wal2JsonCapture`]); neither does I/O before `Capture::start`/`preflight`.
     fn capture(&self, spec: &CaptureSpec) -> Result<Box<dyn Capture>> {
+        triggers::check_job(&spec.job)?;
         Ok(match spec.mode {
             CaptureMode::Triggers => Box::new(TriggerCapture::new(self.clone(), spec.job.clone())),
             CaptureMode::Native => Box::new(Wal2JsonCapture::new(self.clone(), spec.job.clone())),
