@@ -7,11 +7,15 @@
 //! / DELETE, FOR EACH ROW) that insert the row's key into it. An UPDATE logs the new
 //! key, and first the old key (as `D`) when the key changed. `at` is the trigger's
 //! time in microseconds since the epoch (SQLite's clock has millisecond resolution).
+//! A third object, `pontoon_schema_<job>`, keeps the captured tables' definitions
+//! (see DDL below).
 //!
 //! **Keys** are a JSON array in key order holding each key cell in its storage class:
 //! an integer as a number, text as a string, NULL as null, a blob as
 //! `{"hex":"00FF"}`, a real as `{"real":"0.10000000000000001"}` (17 significant
-//! digits, exact with the application's SQLite 3.43 or later). [`Capture::read`]
+//! digits: exact when the application's SQLite converts exactly, as 3.50 does; 3.40
+//! can miss the last digit of extreme values, so a REAL key written through an old
+//! SQLite may not be found again). [`Capture::read`]
 //! rebuilds the stored cell from it and decodes it by the key column's type exactly as
 //! `Reader::scan` does, so events can be passed to `Reader::fetch_keys` as they are.
 //! The triggers use SQLite's JSON functions (`json_quote`): every SQLite since 3.38
@@ -26,19 +30,20 @@
 //! capture remembers nothing, so everything still in the log is delivered again;
 //! re-applying is idempotent. The position is the highest `seq` delivered so far.
 //!
-//! **DDL.** Each `read` checks `PRAGMA schema_version` (a header field, cheap); when
-//! it changed, it compares each captured table's `CREATE` statement with the one seen
-//! at `start` and returns the new statement (or `DROP TABLE`) as the batch's DDL,
-//! with no events: log rows of the same snapshot may come from either side of the
-//! change, and they stay in the log for the run that follows.
+//! **DDL.** The first `start` records each captured table's `CREATE` statement in
+//! `pontoon_schema_<job>` (kept until `cleanup`). Each `read` checks `PRAGMA
+//! schema_version` (a header field, cheap); when it changed, it compares the captured
+//! tables' statements with the recorded ones and returns the new statement (or
+//! `DROP TABLE`) as the batch's DDL, with no events: log rows of the same snapshot may
+//! come from either side of the change (they stay in the log). A change made while no
+//! capture was running is reported by the first read after `start`.
 //!
 //! **Limits.** The log holds no transaction id, so a batch is cut at `max_events`
 //! by `seq`, possibly inside a transaction (the syncer re-reads current rows, so the
 //! target shows part of a transaction for at most one batch). A row that `INSERT OR
 //! REPLACE` removes through a UNIQUE constraint other than the key is deleted without
 //! its DELETE trigger (SQLite fires it only under `PRAGMA recursive_triggers`), so that
-//! deletion is not captured. A schema change while no capture runs is not seen: the
-//! statements compared are those of the last `start`.
+//! deletion is not captured.
 //!
 //! **Concurrency.** pontoon's connections wait up to 10 s for a lock (busy timeout).
 //! In WAL mode reading the log never blocks the application; in rollback-journal mode
@@ -87,7 +92,7 @@ pub struct TriggerCapture {
 #[derive(Debug, Clone)]
 struct Captured {
     table: CaptureTable,
-    /// The table's `CREATE` statement when capture started.
+    /// The table's `CREATE` statement when this job first captured it.
     sql: Option<String>,
 }
 
@@ -164,6 +169,11 @@ struct Names {
 impl Names {
     fn log(&self) -> String {
         format!("pontoon_log_{}", self.job)
+    }
+
+    /// The table of captured tables' statements at the first start.
+    fn schema(&self) -> String {
+        format!("pontoon_schema_{}", self.job)
     }
 
     /// `pontoon_<job>_<table>_<suffix>`.
@@ -286,6 +296,33 @@ fn schema_version(conn: &Connection) -> Result<i64> {
 
 fn log_exists(conn: &Connection, names: &Names) -> Result<bool> {
     Ok(table_sql(conn, &names.log())?.is_some())
+}
+
+/// The `CREATE` statement of `table` when this job first captured it: recorded in
+/// `pontoon_schema_<job>` at the first `start` and kept until `cleanup`, so that a
+/// schema change is reported even when it happened while no capture was running
+/// (between runs, or while the syncer rebuilt its capture after an error).
+fn first_seen_sql(conn: &Connection, names: &Names, table: &str) -> Result<Option<String>> {
+    let schema = quote(&names.schema());
+    conn.execute(
+        &format!("INSERT OR IGNORE INTO {schema} (tbl, sql) VALUES (?1, ?2)"),
+        [Some(table.to_string()), table_sql(conn, table)?],
+    )
+    .map_err(db_error)?;
+    conn.query_row(&format!("SELECT sql FROM {schema} WHERE tbl = ?1"), [table], |r| r.get(0)).map_err(db_error)
+}
+
+/// Drops the recorded statements of tables no longer captured.
+fn forget_uncaptured(conn: &Connection, names: &Names, tables: &[CaptureTable]) -> Result<()> {
+    let schema = quote(&names.schema());
+    let recorded: Vec<String> = conn
+        .prepare(&format!("SELECT tbl FROM {schema}"))
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(db_error)?;
+    for tbl in recorded.iter().filter(|r| !tables.iter().any(|t| &t.table == *r)) {
+        conn.execute(&format!("DELETE FROM {schema} WHERE tbl = ?1"), [tbl]).map_err(db_error)?;
+    }
+    Ok(())
 }
 
 /// The highest `seq` the log ever handed out (kept by AUTOINCREMENT after the rows
@@ -526,6 +563,13 @@ impl Capture for TriggerCapture {
                         tracing::info!(trigger = %name, table = %table, "dropped trigger of a table no longer captured");
                     }
                 }
+                tx.execute_batch(&format!(
+                    "CREATE TABLE IF NOT EXISTS {} (tbl TEXT PRIMARY KEY, sql TEXT)",
+                    quote(&names.schema())
+                ))
+                .map_err(db_error)?;
+                forget_uncaptured(&tx, &names, &tables)?;
+                let mut changed_meanwhile = false;
                 let mut captured = Vec::with_capacity(tables.len());
                 for t in tables {
                     for (name, create) in trigger_sql(&names, &t) {
@@ -540,10 +584,13 @@ impl Capture for TriggerCapture {
                             .and_then(|()| tx.execute_batch(&create))
                             .map_err(|e| db_error(e).in_table(t.table.clone()))?;
                     }
-                    let sql = table_sql(&tx, &t.table)?;
+                    let sql = first_seen_sql(&tx, &names, &t.table)?;
+                    changed_meanwhile |= sql != table_sql(&tx, &t.table)?;
                     captured.push(Captured { table: t, sql });
                 }
-                let version = schema_version(&tx)?;
+                // A table that changed since the first start is compared at the
+                // first read, whatever the schema version.
+                let version = if changed_meanwhile { i64::MIN } else { schema_version(&tx)? };
                 let seq = last_seq(&tx, &names)?;
                 tx.commit().map_err(db_error)?;
                 Ok((captured, version, seq))
@@ -648,7 +695,8 @@ impl Capture for TriggerCapture {
     }
 
     /// Drops this job's triggers (found by name and by the log table their body
-    /// writes to) and its log table, in one transaction.
+    /// writes to), its log table and its table of recorded statements, in one
+    /// transaction.
     async fn cleanup(&mut self) -> Result<Vec<String>> {
         let conn = self.conn().await?;
         let names = self.names.clone();
@@ -660,9 +708,11 @@ impl Capture for TriggerCapture {
                     tx.execute_batch(&format!("DROP TRIGGER {}", quote(&name))).map_err(db_error)?;
                     dropped.push(format!("trigger {name} on {table}"));
                 }
-                if log_exists(&tx, &names)? {
-                    tx.execute_batch(&format!("DROP TABLE {}", quote(&names.log()))).map_err(db_error)?;
-                    dropped.push(format!("table {}", names.log()));
+                for table in [names.log(), names.schema()] {
+                    if table_sql(&tx, &table)?.is_some() {
+                        tx.execute_batch(&format!("DROP TABLE {}", quote(&table))).map_err(db_error)?;
+                        dropped.push(format!("table {table}"));
+                    }
                 }
                 tx.commit().map_err(db_error)?;
                 Ok(dropped)

@@ -293,6 +293,7 @@ async fn a_restarted_capture_replays_what_was_not_released() {
         pontoon_objects(&dir),
         [
             "table pontoon_log_restart",
+            "table pontoon_schema_restart",
             "trigger pontoon_restart_orders_del",
             "trigger pontoon_restart_orders_ins",
             "trigger pontoon_restart_orders_upd",
@@ -333,15 +334,33 @@ async fn a_schema_change_on_a_captured_table_comes_back_as_ddl() {
     assert!(stop.events.is_empty(), "no event from either side of the DDL: {:?}", stop.events);
     assert_eq!(stop.position, batch.position);
 
-    // The events around it stay in the log: the next run (started on the new
-    // definition) delivers them.
-    let mut cap2 = capture(&c, "ddl");
-    let p = cap2.start(&t).await.unwrap();
-    let replay = cap2.read(&p, 100, NO_WAIT).await.unwrap();
-    assert!(replay.ddl.is_none());
-    assert_eq!(replay.events, [2, 3].map(|i| ev("orders", vec![int(i)], ChangeOp::Insert)));
+    // A restarted capture (a new run, or the syncer rebuilding its capture after an
+    // error) still reports it: the first definition is kept until cleanup.
+    drop(cap);
+    let mut cap = capture(&c, "ddl");
+    let p = cap.start(&t).await.unwrap();
+    let again = cap.read(&p, 100, NO_WAIT).await.unwrap();
+    assert_eq!(again.ddl.map(|d| d.table), Some("orders".to_string()));
+    assert!(again.events.is_empty());
+
+    // After cleanup, a new capture starts from the new definitions.
+    cap.cleanup().await.unwrap();
+    let mut cap = capture(&c, "ddl");
+    let p = cap.start(&t).await.unwrap();
+    assert!(cap.read(&p, 100, NO_WAIT).await.unwrap().ddl.is_none());
+
+    // A change made while no capture runs is reported by the next one.
+    drop(cap);
+    a.execute("ALTER TABLE lines ADD COLUMN price INT", []).unwrap();
+    let mut cap = capture(&c, "ddl");
+    let p = cap.start(&t).await.unwrap();
+    let between = cap.read(&p, 100, NO_WAIT).await.unwrap().ddl.expect("the ALTER TABLE between runs is reported");
+    assert_eq!(between.table, "lines");
+    assert!(between.statement.contains("price INT"), "{}", between.statement);
+
+    // A dropped table comes back as DROP TABLE.
     a.execute("DROP TABLE lines", []).unwrap();
-    let dropped = cap2.read(&replay.position, 100, NO_WAIT).await.unwrap().ddl.expect("the DROP TABLE is reported");
+    let dropped = cap.read(&p, 100, NO_WAIT).await.unwrap().ddl.expect("the DROP TABLE is reported");
     assert_eq!((dropped.table.as_str(), dropped.statement.as_str()), ("lines", "DROP TABLE \"lines\""));
     cap.cleanup().await.unwrap();
 }
@@ -436,6 +455,7 @@ async fn two_jobs_keep_separate_logs_and_cleanup_removes_only_its_own() {
         dropped,
         [
             "table pontoon_log_shop",
+            "table pontoon_schema_shop",
             "trigger pontoon_shop_lines_del on lines",
             "trigger pontoon_shop_lines_ins on lines",
             "trigger pontoon_shop_lines_upd on lines",
@@ -449,6 +469,7 @@ async fn two_jobs_keep_separate_logs_and_cleanup_removes_only_its_own() {
         pontoon_objects(&dir),
         [
             "table pontoon_log_shop_x",
+            "table pontoon_schema_shop_x",
             "trigger pontoon_shop_x_lines_del",
             "trigger pontoon_shop_x_lines_ins",
             "trigger pontoon_shop_x_lines_upd",
@@ -461,7 +482,7 @@ async fn two_jobs_keep_separate_logs_and_cleanup_removes_only_its_own() {
     a.execute("UPDATE orders SET note = 'n' WHERE id = 1", []).unwrap();
     let batch = shop_x.read(&p_x, 100, SHORT).await.unwrap();
     assert_eq!(batch.events, [ev("orders", vec![int(1)], ChangeOp::Update)]);
-    assert_eq!(shop_x.cleanup().await.unwrap().len(), 7);
+    assert_eq!(shop_x.cleanup().await.unwrap().len(), 8);
     assert!(pontoon_objects(&dir).is_empty());
     a.execute("DELETE FROM orders", []).unwrap();
 }
@@ -481,7 +502,7 @@ async fn trigger_names_of_another_job_are_not_taken_over() {
     assert!(e.to_string().contains("a trigger named pontoon_a_b_t_ins (on b_t) exists and is not this job's"), "{e}");
     let e = second.start(&t).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Config);
-    assert_eq!(first.cleanup().await.unwrap().len(), 4);
+    assert_eq!(first.cleanup().await.unwrap().len(), 5);
 }
 
 #[tokio::test]
