@@ -29,9 +29,11 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use pontoon_core::capture::{
     Backlog, Capture, CaptureBatch, CaptureSpec, CaptureTable, ChangeEvent, ChangeOp, DdlEvent,
 };
@@ -39,7 +41,7 @@ use pontoon_core::value::{MICROS_PER_DAY, parse_date, parse_time, parse_uuid};
 use pontoon_core::{ColumnType, Decimal, Error, ErrorKind, Position, Result, Value};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio_postgres::types::PgLsn;
+use tokio_postgres::types::{PgLsn, ToSql};
 use tokio_postgres::{Client, Config};
 
 use crate::PgConnector;
@@ -57,6 +59,10 @@ const WAL_SAMPLE: Duration = Duration::from_millis(300);
 const MAX_STATEMENT_CHARS: usize = 2000;
 /// `command_tag` of the rows that hold table fingerprints (non-superuser mode).
 const FINGERPRINT_TAG: &str = "pontoon fingerprint";
+/// One poll: whole transactions from the slot's position until `$2` rows
+/// (`upto_nchanges`), in wal2json's format 2 with commit LSNs and times.
+const PEEK_SQL: &str = "SELECT data FROM pg_catalog.pg_logical_slot_peek_changes($1, NULL, $2, \
+     'format-version', '2', 'include-timestamp', '1', 'include-lsn', '1', 'include-types', '0', 'add-tables', $3)";
 
 /// The replication slot of a job.
 pub fn slot_name(job: &str) -> String {
@@ -558,18 +564,20 @@ impl Capture for Wal2JsonCapture {
                     committed_at_micros: None,
                 });
             }
-            let rows = client
-                .query(
-                    "SELECT data FROM pg_catalog.pg_logical_slot_peek_changes($1, NULL, $2, \
-                     'format-version', '2', 'include-timestamp', '1', 'include-lsn', '1', 'include-types', '0', \
-                     'add-tables', $3)",
-                    &[&slot, &limit, &watch.add_tables],
-                )
-                .await
-                .map_err(pg_err(&what))?;
-            let full = rows.len() >= limit as usize;
-            let texts = rows.iter().map(|r| r.get::<_, &str>(0));
-            let got = assemble(watch, texts, from_lsn, max_events).map_err(|e| with_slot(e, &slot))?;
+            let params: [&(dyn ToSql + Sync); 3] = [&slot, &limit, &watch.add_tables];
+            let stream = client.query_raw(PEEK_SQL, params).await.map_err(pg_err(&what))?;
+            let mut stream = pin!(stream);
+            let mut assembler = Assembler::new(watch, from_lsn, max_events);
+            let mut rows = 0usize;
+            while let Some(row) = stream.try_next().await.map_err(pg_err(&what))? {
+                rows += 1;
+                assembler.push(row.get::<_, &str>(0)).map_err(|e| with_slot(e, &slot))?;
+                if assembler.done {
+                    break;
+                }
+            }
+            let full = rows >= limit as usize;
+            let got = assembler.finish();
             let batch = CaptureBatch {
                 events: got.events,
                 position: Position::PgLsn { lsn: got.position },
@@ -1008,28 +1016,45 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
 
 /// The transaction being read.
 #[derive(Default)]
-struct Txn<'a> {
+struct Txn {
     end: u64,
     skip: bool,
-    timestamp: Option<&'a str>,
+    committed_at_micros: Option<i64>,
     events: Vec<ChangeEvent>,
     /// (captured table, statement) of the first DDL in the transaction.
     ddl: Option<(String, String)>,
 }
 
-/// Turns peeked rows into events: skips transactions that end at or before `from`,
-/// stops after the transaction that reaches `max_events`, and stops at the first
-/// DDL on a captured table (the events before it in its transaction are kept; the
-/// batch's position stays before that transaction).
-fn assemble<'a>(
-    watch: &Watch,
-    rows: impl IntoIterator<Item = &'a str>,
+/// Turns peeked rows, fed one at a time in order, into a batch: skips transactions
+/// that end at or before `from`, is done after the transaction that reaches
+/// `max_events`, and is done at the first DDL on a captured table (the events before
+/// it in its transaction are kept; the batch's position stays before that
+/// transaction). Only the events are kept, never the rows.
+struct Assembler<'w> {
+    watch: &'w Watch,
     from: u64,
     max_events: usize,
-) -> Result<Assembled> {
-    let mut out = Assembled { position: from, ..Assembled::default() };
-    let mut txn: Option<Txn<'a>> = None;
-    for text in rows {
+    out: Assembled,
+    txn: Option<Txn>,
+    done: bool,
+}
+
+impl<'w> Assembler<'w> {
+    fn new(watch: &'w Watch, from: u64, max_events: usize) -> Assembler<'w> {
+        Assembler {
+            watch,
+            from,
+            max_events,
+            out: Assembled { position: from, ..Assembled::default() },
+            txn: None,
+            done: false,
+        }
+    }
+
+    fn push(&mut self, text: &str) -> Result<()> {
+        if self.done {
+            return Ok(());
+        }
         let action = match action_of(text) {
             Some(a) => a,
             None => parse_change(text)?.action.bytes().next().unwrap_or(b'?'),
@@ -1040,47 +1065,54 @@ fn assemble<'a>(
                 let end = change.nextlsn.and_then(parse_lsn).ok_or_else(|| {
                     Error::internal("wal2json sent a BEGIN without the commit's LSN (option include-lsn)")
                 })?;
-                txn = Some(Txn { end, skip: end <= from, timestamp: change.timestamp, ..Txn::default() });
+                let skip = end <= self.from;
+                let committed_at_micros =
+                    if skip { None } else { change.timestamp.and_then(|ts| pg_timestamp(ts, true).ok()) };
+                self.txn = Some(Txn { end, skip, committed_at_micros, ..Txn::default() });
             }
             b'C' => {
-                let Some(t) = txn.take() else { continue };
+                let Some(t) = self.txn.take() else { return Ok(()) };
                 if t.skip {
-                    continue;
+                    return Ok(());
                 }
-                let committed_at = t.timestamp.and_then(|ts| pg_timestamp(ts, true).ok());
+                let out = &mut self.out;
                 if let Some((table, statement)) = t.ddl {
                     out.events.extend(t.events);
                     out.ddl = Some(DdlEvent { table, statement, position: Position::PgLsn { lsn: t.end } });
-                    out.committed_at_micros = committed_at.or(out.committed_at_micros);
-                    return Ok(out);
+                    out.committed_at_micros = t.committed_at_micros.or(out.committed_at_micros);
+                    self.done = true;
+                    return Ok(());
                 }
                 if !t.events.is_empty() {
-                    out.committed_at_micros = committed_at.or(out.committed_at_micros);
+                    out.committed_at_micros = t.committed_at_micros.or(out.committed_at_micros);
                     out.events.extend(t.events);
                 }
                 out.position = t.end;
-                if out.events.len() >= max_events {
-                    return Ok(out);
-                }
+                self.done = out.events.len() >= self.max_events;
             }
             b'I' | b'U' | b'D' | b'T' => {
-                let Some(t) = txn.as_mut() else { continue };
+                let Some(t) = self.txn.as_mut() else { return Ok(()) };
                 if t.skip || t.ddl.is_some() {
-                    continue;
+                    return Ok(());
                 }
                 let change = parse_change(text)?;
-                decode_change(watch, &change, action, t)?;
+                decode_change(self.watch, &change, action, t)?;
             }
             // logical messages and anything newer
             _ => {}
         }
+        Ok(())
     }
-    // an unfinished transaction (never, as peeks return whole transactions) is left out
-    Ok(out)
+
+    /// The batch; an unfinished transaction (never: peeks return whole
+    /// transactions) is left out.
+    fn finish(self) -> Assembled {
+        self.out
+    }
 }
 
 /// Adds the events (or the DDL) of one change row to its transaction.
-fn decode_change(watch: &Watch, change: &Change<'_>, action: u8, txn: &mut Txn<'_>) -> Result<()> {
+fn decode_change(watch: &Watch, change: &Change<'_>, action: u8, txn: &mut Txn) -> Result<()> {
     let (Some(schema), Some(table)) = (&change.schema, &change.table) else {
         return Ok(());
     };
@@ -1460,7 +1492,12 @@ mod tests {
     }
 
     fn run(rows: &[String], from: u64, max: usize) -> Assembled {
-        assemble(&watch(), rows.iter().map(String::as_str), from, max).unwrap()
+        let watch = watch();
+        let mut a = Assembler::new(&watch, from, max);
+        for row in rows {
+            a.push(row).unwrap();
+        }
+        a.finish()
     }
 
     fn keys(a: &Assembled) -> Vec<(String, Vec<Value>, ChangeOp)> {

@@ -278,10 +278,12 @@ async fn a_restarted_capture_reuses_its_slot_and_delivers_again() {
     let ids: Vec<Vec<Value>> = all.events.iter().map(|e| e.key.clone()).collect();
     assert_eq!(ids, [vec![int(1)], vec![int(2)], vec![int(3)]], "read from P0 delivers everything again");
 
-    // from the checkpoint P1 the slot lies behind: what P1 covers is skipped
+    // from the checkpoint P1 the slot lies behind: what P1 covers is skipped, also
+    // when a poll holds nothing but skipped transactions (batches of one event)
     let mut third = capture(&db);
+    third.preflight(&t, 1).await.expect("preflight passes with the job's slot in place");
     third.start(&t).await.unwrap();
-    let rest = read_until(&mut third, &p1, 1000, at_least(1)).await;
+    let rest = read_until(&mut third, &p1, 1, at_least(1)).await;
     let ids: Vec<Vec<Value>> = rest.events.iter().map(|e| e.key.clone()).collect();
     assert_eq!(ids, [vec![int(3)]]);
     third.cleanup().await.unwrap();
