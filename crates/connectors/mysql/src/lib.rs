@@ -18,6 +18,7 @@ mod catalog;
 mod error;
 mod reader;
 mod sql;
+mod triggers;
 mod types;
 mod values;
 mod writer;
@@ -33,6 +34,7 @@ use pontoon_core::{ColumnType, Connector, Engine, Error, Limits, Reader, Result,
 
 pub use binlog::BinlogCapture;
 pub use reader::MysqlReader;
+pub use triggers::TriggerCapture;
 pub use writer::MysqlWriter;
 
 /// The session settings every connection runs before its first statement.
@@ -182,10 +184,7 @@ impl Connector for MysqlConnector {
     fn capture(&self, spec: &CaptureSpec) -> Result<Box<dyn Capture>> {
         match spec.mode {
             CaptureMode::Native => Ok(Box::new(BinlogCapture::new(self.clone(), spec.clone()))),
-            CaptureMode::Triggers => Err(Error::new(
-                pontoon_core::ErrorKind::Unsupported,
-                format!("MariaDB trigger capture (job {}) is not built yet", spec.job),
-            )),
+            CaptureMode::Triggers => Ok(Box::new(TriggerCapture::new(self.clone(), spec))),
         }
     }
 }

@@ -13,7 +13,7 @@ pub(crate) fn quote(ident: &str) -> String {
 /// A string literal: `\`, `'` and NUL escaped. Without an introducer it takes the
 /// connection's character set (utf8mb4) and, compared with a column, the column's own
 /// collation.
-fn string_literal(s: &str) -> String {
+pub(crate) fn string_literal(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('\'');
     for c in s.chars() {
