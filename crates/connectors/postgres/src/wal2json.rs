@@ -34,9 +34,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
-use pontoon_core::capture::{
-    Backlog, Capture, CaptureBatch, CaptureSpec, CaptureTable, ChangeEvent, ChangeOp, DdlEvent,
-};
+use pontoon_core::capture::{Backlog, Capture, CaptureBatch, CaptureTable, ChangeEvent, ChangeOp, DdlEvent};
 use pontoon_core::value::{MICROS_PER_DAY, parse_date, parse_time, parse_uuid};
 use pontoon_core::{ColumnType, Decimal, Error, ErrorKind, Position, Result, Value};
 use serde::Deserialize;
@@ -148,11 +146,6 @@ impl Wal2JsonCapture {
     /// the first call.
     pub fn new(connector: PgConnector, job: String) -> Wal2JsonCapture {
         Wal2JsonCapture { config: connector.config, redacted: connector.redacted, job, session: None, watch: None }
-    }
-
-    /// The same, from a [`CaptureSpec`].
-    pub fn for_spec(connector: &PgConnector, spec: &CaptureSpec) -> Wal2JsonCapture {
-        Wal2JsonCapture::new(connector.clone(), spec.job.clone())
     }
 
     fn slot(&self) -> String {
@@ -314,7 +307,7 @@ impl Capture for Wal2JsonCapture {
                     (SELECT count(*)::int4 FROM pg_catalog.pg_replication_slots), \
                     r.rolsuper, r.rolreplication, current_user::text, current_schema()::text, \
                     coalesce(has_schema_privilege(current_schema(), 'CREATE'), false), \
-                    s.plugin::text, s.database::text, current_database()::text \
+                    s.plugin::text, s.database::text, current_database()::text, s.wal_status \
                  FROM pg_catalog.pg_roles r LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $1 \
                  WHERE r.rolname = current_user",
                 &[&slot],
@@ -334,6 +327,7 @@ impl Capture for Wal2JsonCapture {
         let slot_plugin: Option<String> = row.get(10);
         let slot_database: Option<String> = row.get(11);
         let database: String = row.get(12);
+        let wal_status: Option<String> = row.get(13);
 
         let logical = wal_level == "logical";
         if !logical {
@@ -365,7 +359,12 @@ impl Capture for Wal2JsonCapture {
         }
         let slot_ok = match (&slot_plugin, &slot_database) {
             (None, _) => None,
-            (Some(plugin), Some(db)) if plugin == "wal2json" && *db == database => Some(true),
+            (Some(plugin), Some(db)) if plugin == "wal2json" && *db == database => {
+                if wal_status.as_deref() == Some("lost") {
+                    problems.push(lost_slot(&slot));
+                }
+                Some(true)
+            }
             (plugin, db) => {
                 problems.push(format!(
                     "replication slot {slot} exists already with plugin {} in database {}: another job or \
@@ -713,6 +712,14 @@ impl Capture for Wal2JsonCapture {
     }
 }
 
+/// A slot whose WAL the server removed (it outgrew `max_slot_wal_keep_size`).
+fn lost_slot(slot: &str) -> String {
+    format!(
+        "replication slot {slot} was invalidated (wal_status lost: its WAL outgrew setting max_slot_wal_keep_size), \
+         so changes since its position are gone: run pontoon cleanup and start the job again"
+    )
+}
+
 fn refusal(problems: &[String]) -> Error {
     Error::config(format!(
         "PostgreSQL native capture (wal2json) cannot run:\n{}",
@@ -846,7 +853,7 @@ async fn ensure_slot(client: &Client, slot: &str) -> Result<u64> {
     for _ in 0..2 {
         let row = client
             .query_opt(
-                "SELECT s.plugin::text, s.database::text, s.confirmed_flush_lsn, current_database()::text \
+                "SELECT s.plugin::text, s.database::text, s.confirmed_flush_lsn, current_database()::text, s.wal_status \
                  FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = $1",
                 &[&slot],
             )
@@ -857,6 +864,7 @@ async fn ensure_slot(client: &Client, slot: &str) -> Result<u64> {
             let database: Option<String> = row.get(1);
             let confirmed: Option<PgLsn> = row.get(2);
             let current: String = row.get(3);
+            let wal_status: Option<String> = row.get(4);
             if plugin.as_deref() != Some("wal2json") || database.as_deref() != Some(current.as_str()) {
                 return Err(Error::config(format!(
                     "replication slot {slot} exists with plugin {} in database {}, not wal2json in {current}: it \
@@ -864,6 +872,9 @@ async fn ensure_slot(client: &Client, slot: &str) -> Result<u64> {
                     plugin.as_deref().unwrap_or("(none)"),
                     database.as_deref().unwrap_or("(none)")
                 )));
+            }
+            if wal_status.as_deref() == Some("lost") {
+                return Err(Error::new(ErrorKind::Database, lost_slot(slot)));
             }
             return confirmed
                 .map(u64::from)

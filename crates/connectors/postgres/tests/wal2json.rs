@@ -711,3 +711,34 @@ async fn preflight_on_a_server_without_logical_decoding() {
     assert!(lines.iter().any(|l| l.contains("max_slot_wal_keep_size is 1MB")), "{message}");
     assert_eq!(lines.len(), 4, "{message}");
 }
+
+#[tokio::test]
+async fn a_slot_whose_wal_was_removed_is_refused() {
+    let server = PgServer::start_private();
+    let db = server.create_db();
+    db.sql("CREATE TABLE orders (id bigint PRIMARY KEY, note text);");
+    let t = tables(&db, &["orders"]).await;
+    let mut cap = capture(&db);
+    let p0 = cap.start(&t).await.unwrap();
+    // the slot may keep 1 MB of WAL; write far more and let a checkpoint remove it
+    server.info().admin_sql("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'; SELECT pg_reload_conf();");
+    for _ in 0..3 {
+        db.sql("INSERT INTO orders SELECT g, repeat('x', 200) FROM generate_series(1, 100000) g; DELETE FROM orders;");
+    }
+    let status = server.info().admin_sql(&format!(
+        "CHECKPOINT; SELECT wal_status FROM pg_replication_slots WHERE slot_name = '{}'",
+        slot_of(&db)
+    ));
+    assert_eq!(status, "lost", "the test needs the slot invalidated");
+
+    let err = cap.read(&p0, 100, Duration::from_millis(100)).await.expect_err("a lost slot cannot be read");
+    assert!(err.to_string().contains(&slot_of(&db)), "{err}");
+    let mut restarted = capture(&db);
+    let err = restarted.start(&t).await.expect_err("a lost slot is not reused");
+    assert!(err.to_string().contains("invalidated"), "{err}");
+    let err = restarted.preflight(&t, 1).await.expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("pontoon cleanup"), "{err}");
+    let removed = restarted.cleanup().await.unwrap();
+    assert!(removed.contains(&format!("replication slot {}", slot_of(&db))), "{removed:?}");
+}
