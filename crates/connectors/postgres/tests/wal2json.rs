@@ -6,8 +6,10 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use pontoon_core::capture::{Capture, CaptureTable, ChangeEvent, ChangeOp, DdlEvent};
-use pontoon_core::{ErrorKind, KeyRange, Position, Reader, ScanSpec, SecretUrl, SelectExpr, SelectItem, Value};
+use pontoon_core::capture::{Capture, CaptureMode, CaptureSpec, CaptureTable, ChangeEvent, ChangeOp, DdlEvent};
+use pontoon_core::{
+    Connector, ErrorKind, KeyRange, Position, Reader, ScanSpec, SecretUrl, SelectExpr, SelectItem, Value,
+};
 use pontoon_postgres::{PgConnector, Wal2JsonCapture};
 use pontoon_testsupport::{PgServer, TestDb, pg_db};
 
@@ -85,7 +87,7 @@ struct Collected {
 /// `enough` holds for the events so far or a DDL arrives (15 s at most). Checks that
 /// positions never move backward.
 async fn read_until(
-    cap: &mut Wal2JsonCapture,
+    cap: &mut dyn Capture,
     from: &Position,
     max_events: usize,
     enough: impl Fn(&[ChangeEvent]) -> bool,
@@ -129,7 +131,9 @@ async fn changes_arrive_in_commit_order_with_their_keys() {
     let db = pg_db();
     let _slot = SlotGuard(&db);
     setup_orders_and_lines(&db);
-    let mut cap = capture(&db);
+    // through the connector, as the engine builds it
+    let spec = CaptureSpec { mode: CaptureMode::Native, job: job_of(&db) };
+    let mut cap = connector(&db.url).capture(&spec).expect("native capture");
     let t = tables(&db, &["orders", "lines"]).await;
     cap.preflight(&t, 1).await.expect("preflight passes");
     let p0 = cap.start(&t).await.expect("start");
@@ -146,7 +150,7 @@ async fn changes_arrive_in_commit_order_with_their_keys() {
          BEGIN; INSERT INTO orders VALUES (99, 'x'); DELETE FROM lines; ROLLBACK; \
          INSERT INTO orders VALUES (3, 'd');",
     );
-    let got = read_until(&mut cap, &p0, 1000, at_least(11)).await;
+    let got = read_until(cap.as_mut(), &p0, 1000, at_least(11)).await;
     let eu = |n| vec![text("eu"), int(n)];
     assert_eq!(
         got.events,
