@@ -17,6 +17,14 @@
 //! ([`errors`]); messages carry the server's message and SQLSTATE, never row values
 //! or the password.
 //!
+//! For the online sync the reader re-reads rows by key (`Reader::fetch_keys`: `key IN
+//! (...)` with the scan's filter and partition, decoded like a scan) and the writer
+//! applies a batch in one transaction (`Writer::apply`: multi-row
+//! `INSERT ... ON CONFLICT DO UPDATE` whose `WHERE` is the version guard, then deletes
+//! by key). Changes are captured either by triggers writing a change-log table that is
+//! read as a queue ([`triggers`]) or by logical decoding through wal2json
+//! ([`wal2json`]).
+//!
 //! Tables live in the connection's `current_schema()`; names are used as given and
 //! quoted.
 
@@ -29,8 +37,8 @@ pub mod numeric;
 mod reader;
 mod session;
 pub mod sql;
-mod triggers;
-mod wal2json;
+pub mod triggers;
+pub mod wal2json;
 mod writer;
 
 use std::str::FromStr;

@@ -241,7 +241,7 @@ impl Reader for PgReader {
     }
 
     /// `SELECT <select> FROM t WHERE <filter> AND <partition> AND key IN (...)`, one
-    /// statement per [`FETCH_KEYS_BATCH`] keys, decoded exactly as [`PgReader::scan`]
+    /// statement per 1000 keys (`FETCH_KEYS_BATCH`), decoded exactly as [`PgReader::scan`]
     /// decodes.
     async fn fetch_keys(&mut self, scan: &ScanSpec, keys: &[Vec<Value>]) -> Result<Vec<Row>> {
         let table = scan.table.as_str();

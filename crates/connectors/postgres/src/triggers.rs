@@ -300,6 +300,8 @@ impl TriggerCapture {
         if self.session.as_ref().is_none_or(|s| s.client.is_closed()) {
             self.session = None;
             let session = Session::connect(&self.connector.config, self.connector.redacted_url()).await?;
+            // the log queries are small and frequent: compiling them costs more than it saves
+            session.client.batch_execute("SET jit = off").await.map_err(|e| pg_error(e, "setting up the session"))?;
             self.session = Some(session);
         }
         let session = self.session.as_mut().expect("connected above");
@@ -379,12 +381,18 @@ impl TriggerCapture {
         let (client, names) = self.connect().await?;
         let log = names.qualified(&names.log);
         let sql = format!(
-            "WITH head AS (SELECT xid FROM {log} WHERE seq <> ALL($1::int8[]) ORDER BY seq LIMIT $2) \
-             SELECT l.seq, l.tbl, l.op::text, \
+            // the transactions of the oldest rows first (an InitPlan), then their rows
+            // by the (xid, seq) index: a semi-join here can degrade to a nested loop
+            // over the whole log when one transaction dominates it
+            "SELECT l.seq, l.tbl, l.op::text, \
                     CASE WHEN l.op IN ('I', 'U', 'D') \
                          THEN ARRAY(SELECT pg_catalog.json_array_elements_text(l.key::json)) END, \
                     l.key, (extract(epoch FROM l.at) * 1000000)::int8 \
-             FROM {log} l WHERE l.xid IN (SELECT xid FROM head) AND l.seq <> ALL($1::int8[]) ORDER BY l.seq"
+             FROM {log} l \
+             WHERE l.xid = ANY(ARRAY(SELECT DISTINCT h.xid FROM \
+                       (SELECT xid FROM {log} WHERE seq <> ALL($1::int8[]) ORDER BY seq LIMIT $2) h)) \
+               AND l.seq <> ALL($1::int8[]) \
+             ORDER BY l.seq"
         );
         let rows = client.query(&sql, &[&returned, &limit]).await.map_err(|e| pg_error(e, "reading the change log"))?;
         Ok(rows
@@ -954,13 +962,13 @@ BEGIN
     FOR r IN SELECT DISTINCT c.tbl FROM pg_event_trigger_dropped_objects() d
              JOIN (VALUES {captured}) AS c(relid, tbl) ON c.relid = d.objid
              WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.object_type = 'table' LOOP
-      INSERT INTO {log} (tbl, key, op) VALUES (r.tbl, current_query(), 'X');
+      INSERT INTO {log} (tbl, key, op) VALUES (r.tbl, left(current_query(), 2000), 'X');
     END LOOP;
   ELSE
     FOR r IN SELECT DISTINCT c.tbl FROM pg_event_trigger_ddl_commands() d
              JOIN (VALUES {captured}) AS c(relid, tbl) ON c.relid = d.objid
              WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.command_tag = 'ALTER TABLE' LOOP
-      INSERT INTO {log} (tbl, key, op) VALUES (r.tbl, current_query(), 'X');
+      INSERT INTO {log} (tbl, key, op) VALUES (r.tbl, left(current_query(), 2000), 'X');
     END LOOP;
   END IF;
 END

@@ -502,7 +502,7 @@ impl Writer for PgWriter {
     }
 
     /// Multi-row `INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE <guard>` and
-    /// `DELETE ... WHERE key IN (...)` in one transaction ([`PgWriter::apply_inner`]).
+    /// `DELETE ... WHERE key IN (...)` in one transaction.
     /// Guarded rows that were left alone are not counted.
     async fn apply(
         &mut self,

@@ -527,3 +527,41 @@ async fn preflight_refuses_a_key_that_is_not_the_tables_key() {
     assert!(message.contains("table spans: key column r has type int4range"), "{message}");
     cap.preflight(&[orders()], 60).await.unwrap();
 }
+
+/// A partitioned table is captured through its parent: changes in every partition
+/// (and in a partition attached later) are logged under the parent's name, with a
+/// key-changing update across partitions as two events.
+#[tokio::test]
+async fn a_partitioned_table_is_captured_through_its_parent() {
+    let db = pg_db();
+    db.sql(
+        "CREATE TABLE measures (id int, day date, v int, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+         CREATE TABLE measures_2023 PARTITION OF measures FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');",
+    );
+    let table = CaptureTable {
+        table: "measures".into(),
+        key: vec!["id".into(), "day".into()],
+        key_types: vec![ColumnType::I32, ColumnType::Date],
+    };
+    let mut cap = capture(&db);
+    cap.preflight(std::slice::from_ref(&table), 60).await.unwrap();
+    let p0 = cap.start(std::slice::from_ref(&table)).await.unwrap();
+    db.sql(
+        "CREATE TABLE measures_2024 PARTITION OF measures FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+         INSERT INTO measures VALUES (1, '2023-06-01', 1), (2, '2024-06-01', 2);
+         UPDATE measures SET day = '2024-07-01' WHERE id = 1;",
+    );
+    let (events, _) = read_all(&mut cap, &p0).await;
+    let day = |y, m, d| Value::Date(pontoon_core::value::days_from_civil(y, m, d) as i32);
+    assert_eq!(
+        events,
+        vec![
+            ev("measures", vec![Value::Int(1), day(2023, 6, 1)], ChangeOp::Insert),
+            ev("measures", vec![Value::Int(2), day(2024, 6, 1)], ChangeOp::Insert),
+            ev("measures", vec![Value::Int(1), day(2023, 6, 1)], ChangeOp::Delete),
+            ev("measures", vec![Value::Int(1), day(2024, 7, 1)], ChangeOp::Insert),
+        ]
+    );
+    cap.cleanup().await.unwrap();
+    assert_eq!(db.sql("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pontoon%'"), "0");
+}
