@@ -157,8 +157,8 @@ impl Reader for MysqlReader {
     }
 
     /// One `SELECT ... WHERE <filter> AND <partition> AND key IN (...)` per
-    /// [`MAX_FETCH_KEYS`] keys, decoded as `scan` decodes. Keys are literals rendered
-    /// by [`crate::sql::literal`] (text escaped, bytes in hex), so no key can change the
+    /// 1000 keys, decoded as `scan` decodes. Keys are literals rendered
+    /// by `sql::literal` (text escaped, bytes in hex), so no key can change the
     /// statement. A text key is matched under its column's collation: with a
     /// case-insensitive or PAD SPACE collation (MariaDB's default `utf8mb4_general_ci`),
     /// `'abc'`, `'ABC'` and `'abc '` all name the one row the table holds under that

@@ -624,9 +624,14 @@ impl TriggerCapture {
         let db = self.database().to_string();
         let mut removed = Vec::new();
         let installed = installed_triggers(conn, &db).await?;
+        // by name and table, or by the job in the body: a RENAME TABLE takes the
+        // triggers along, and one left behind would fail every write once the log is gone
+        let marker = format!("pontoon capture job={} columns=", self.job);
         let mut ours: Vec<(&String, &String)> = installed
             .iter()
-            .filter(|(name, (table, _))| TriggerOp::ALL.iter().any(|op| trigger_name(&self.job, table, *op) == **name))
+            .filter(|(name, (table, body))| {
+                body.contains(&marker) || TriggerOp::ALL.iter().any(|op| trigger_name(&self.job, table, *op) == **name)
+            })
             .map(|(name, (table, _))| (name, table))
             .collect();
         ours.sort();

@@ -390,6 +390,21 @@ async fn alter_table_comes_back_as_ddl_after_the_changes_before_it() {
     cap.cleanup().await.unwrap();
 }
 
+/// Schema changes that do not change the columns, the key or the stored rows (an
+/// index, a comment) are not reported: the sync goes on.
+#[tokio::test]
+async fn an_added_index_is_not_a_table_change() {
+    let db = mysql_db();
+    two_tables(&db);
+    let mut cap = capture(&db);
+    let p0 = cap.start(&[captured(&db, "orders").await]).await.unwrap();
+    db.sql("ALTER TABLE orders ADD INDEX by_note (note(10)); ALTER TABLE orders COMMENT 'x'; INSERT INTO orders VALUES (1, 'a')");
+    let (events, at) = read_events(cap.as_mut(), &p0, 1).await;
+    assert_eq!(events, vec![ev("orders", vec![int(1)], ChangeOp::Insert)]);
+    read_nothing(cap.as_mut(), &at).await;
+    cap.cleanup().await.unwrap();
+}
+
 /// TRUNCATE TABLE fires no trigger; it changes InnoDB's table id, which the capture
 /// notices. A dropped table comes back as `DROP TABLE`.
 #[tokio::test]
@@ -571,6 +586,28 @@ async fn cleanup_removes_everything_and_is_idempotent() {
     );
     assert_eq!(fresh.cleanup().await.unwrap(), Vec::<String>::new());
     assert_eq!(other_cap.cleanup().await.unwrap().len(), 4);
+}
+
+/// A renamed table takes its triggers along: the capture reports the old name as
+/// dropped, and cleanup still finds the triggers (by the job in their body), so no
+/// trigger is left to fail the application's writes once the log table is gone.
+#[tokio::test]
+async fn cleanup_finds_the_triggers_of_a_renamed_table() {
+    let db = mysql_db();
+    two_tables(&db);
+    let mut cap = capture(&db);
+    let p0 = cap.start(&[captured(&db, "orders").await]).await.unwrap();
+    db.sql("RENAME TABLE orders TO orders_old");
+    let (_, batch) = read_until_ddl(cap.as_mut(), &p0).await;
+    assert_eq!(batch.ddl.unwrap().statement, "DROP TABLE `orders`");
+    let removed = capture(&db).cleanup().await.unwrap();
+    assert_eq!(removed.len(), 4, "{removed:?}");
+    assert!(removed.contains(&format!("trigger pontoon_{}_orders_ins on orders_old", db.name)), "{removed:?}");
+    db.sql("INSERT INTO orders_old VALUES (1, 'still writable')");
+    assert_eq!(
+        db.sql(&format!("SELECT count(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{}'", db.name)),
+        "0"
+    );
 }
 
 /// Changes in another database of the same server, to a table of the same name with
