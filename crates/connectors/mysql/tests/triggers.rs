@@ -9,7 +9,7 @@ use pontoon_core::{
     ColumnType, Connector, ErrorKind, KeyRange, Position, ScanSpec, SecretUrl, SelectExpr, SelectItem, Value,
 };
 use pontoon_mysql::MysqlConnector;
-use pontoon_testsupport::{TestDb, mysql_db};
+use pontoon_testsupport::{MariaDbServer, TestDb, mysql_db};
 
 fn connector(db: &TestDb) -> MysqlConnector {
     MysqlConnector::new(&SecretUrl::new(db.url.clone())).expect("valid URL")
@@ -541,6 +541,32 @@ async fn preflight_names_missing_privileges_and_super() {
     assert_eq!(events, vec![ev("orders", vec![int(7)], ChangeOp::Insert)]);
     assert_eq!(cap.cleanup().await.unwrap().len(), 4);
     db.sql(&format!("DROP USER {grantee}"));
+}
+
+/// With `log_bin_trust_function_creators = ON` (a private server: it is a global
+/// setting), a user without SUPER may create the triggers, and preflight agrees.
+#[tokio::test]
+async fn trusting_function_creators_replaces_super() {
+    let server = MariaDbServer::start_private();
+    let db = server.create_db();
+    two_tables(&db);
+    db.sql(&format!(
+        "CREATE USER 'plain'@'%' IDENTIFIED BY 'pw';
+         GRANT SELECT, INSERT, DELETE, CREATE, DROP, TRIGGER ON `{}`.* TO 'plain'@'%';
+         GRANT PROCESS ON *.* TO 'plain'@'%';
+         SET GLOBAL log_bin_trust_function_creators = ON",
+        db.name
+    ));
+    let url = db.url.replacen("pontoon:pontoon@", "plain:pw@", 1);
+    let c = MysqlConnector::new(&SecretUrl::new(url)).unwrap();
+    let mut cap = c.capture(&spec(&db)).unwrap();
+    let tables = [captured(&db, "orders").await];
+    cap.preflight(&tables, 60).await.unwrap();
+    let p0 = cap.start(&tables).await.unwrap();
+    db.sql("INSERT INTO orders VALUES (5, 'x')");
+    let (events, _) = read_events(cap.as_mut(), &p0, 1).await;
+    assert_eq!(events, vec![ev("orders", vec![int(5)], ChangeOp::Insert)]);
+    assert_eq!(cap.cleanup().await.unwrap().len(), 4);
 }
 
 /// Cleanup finds everything by name, in a fresh capture that never started, removes
