@@ -12,6 +12,12 @@
 //! harm, and when the server refuses `LOAD DATA LOCAL`), in one transaction that fails
 //! on any server warning. Server error codes are mapped to portable
 //! [`pontoon_core::ErrorKind`]s in `error`.
+//!
+//! For online sync, readers re-read rows by key (`fetch_keys`, one `IN` statement per
+//! 1000 keys), writers apply a batch of upserts and deletes in one transaction with an
+//! optional version guard (`apply`), and [`MysqlConnector`] hands out change captures:
+//! [`TriggerCapture`] (a change log filled by triggers, `triggers`) and
+//! [`BinlogCapture`] (the row binlog, `binlog`).
 
 mod binlog;
 mod catalog;
