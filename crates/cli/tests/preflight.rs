@@ -210,9 +210,7 @@ fn ddl_on_a_migrated_table_stops_the_sync_naming_table_and_statement() {
         });
         // a change before the DDL is applied; the DDL stops the sync
         src.sql("UPDATE items SET v = 'uno' WHERE id = 1");
-        wait_until("the update", &mut run, &log, || {
-            dst.sql("SELECT v FROM items WHERE id = 1").trim() == "uno"
-        });
+        wait_until("the update", &mut run, &log, || dst.sql("SELECT v FROM items WHERE id = 1").trim() == "uno");
         src.sql("ALTER TABLE items ADD COLUMN extra int");
         let deadline = Instant::now() + Duration::from_secs(30);
         let status = loop {
@@ -248,10 +246,7 @@ fn the_version_column_guard_keeps_a_newer_target_row_and_status_shows_the_sync()
         dir.path(),
         &src.url,
         &dst.url,
-        &format!(
-            "{}[[tables]]\nsource = \"items\"\nversion_column = \"updated_at\"\n",
-            sync_section(Some("triggers"))
-        ),
+        &format!("{}[[tables]]\nsource = \"items\"\nversion_column = \"updated_at\"\n", sync_section(Some("triggers"))),
     );
     let (code, _, err) = run_drain(&job);
     assert_eq!(code, Some(0), "{err}");
@@ -278,4 +273,27 @@ fn the_version_column_guard_keeps_a_newer_target_row_and_status_shows_the_sync()
     assert!(sync["position"]["kind"].is_string(), "{st}");
     assert_eq!(sync["lag"]["seconds"], 0.0, "drained: no lag: {st}");
     cleanup(&job);
+}
+
+#[test]
+fn a_key_changed_only_in_case_ends_as_one_row_on_either_target() {
+    for target in [mysql_db(), pg_db()] {
+        let src = mysql_db();
+        src.sql(
+            "CREATE TABLE tags (name varchar(20) PRIMARY KEY, n int); INSERT INTO tags VALUES ('abc', 1), ('x', 2);",
+        );
+        let dir = temp_dir("pontoon-case");
+        let job = write_job(dir.path(), &src.url, &target.url, &sync_section(Some("triggers")));
+        let (code, _, err) = run_drain(&job);
+        assert_eq!(code, Some(0), "{err}");
+        // the source's collation is case-insensitive: 'abc' and 'ABC' are one key there
+        src.sql("UPDATE tags SET name = 'ABC', n = 3 WHERE name = 'abc'");
+        let (code, _, err) = run_drain(&job);
+        assert_eq!(code, Some(0), "{err}");
+        let rows = target.sql("SELECT name, n FROM tags ORDER BY n");
+        let rows: Vec<&str> = rows.lines().map(str::trim).collect();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(rows[0].starts_with('x') && rows[1].starts_with("ABC"), "{rows:?}");
+        cleanup(&job);
+    }
 }

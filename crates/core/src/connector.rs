@@ -177,11 +177,13 @@ pub trait Writer: Send {
             .in_table(table.name.clone()))
     }
 
-    /// Applies one sync batch to one table in **one transaction**: upserts `rows`
-    /// (as [`Writer::upsert`]: fitted, in the schema's column order) and deletes the
+    /// Applies one sync batch to one table in **one transaction**: first deletes the
     /// rows whose primary key is one of `deletes` (target key values in
     /// `TableSchema::primary_key` order; a key the target does not have is not an
-    /// error). A key is never in both. With `version_column` (a column of the schema),
+    /// error), then upserts `rows` (as [`Writer::upsert`]: fitted, in the schema's
+    /// column order). Deletes go first because under a case- or pad-insensitive
+    /// collation a deleted spelling (`'abc'`) may match the row upserted under its
+    /// current one (`'ABC'`). With `version_column` (a column of the schema),
     /// an upserted row replaces an existing target row only if the target's version
     /// is NULL or not newer than the row's (DESIGN.md, correctness rule 4); the
     /// row is otherwise left as it is, silently. Returns the rows upserted or

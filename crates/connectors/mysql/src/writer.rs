@@ -326,13 +326,16 @@ impl MysqlWriter {
     ) -> Result<u64> {
         self.run("START TRANSACTION").await?;
         let written = async {
+            // deletes first: under a case-insensitive key a deleted spelling may
+            // match the row being upserted under another one
+            let deleted = self.delete_batches(table, deletes).await?;
             if !rows.is_empty() {
                 match facts {
                     Some(facts) => self.load_batches(table, rows, facts).await?,
                     None => self.upsert_batches(table, rows, guard).await?,
                 }
             }
-            self.delete_batches(table, deletes).await
+            Ok(deleted)
         }
         .await;
         match written {

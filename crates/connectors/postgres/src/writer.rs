@@ -394,25 +394,8 @@ impl PgWriter {
         let what = "applying changes";
         let tx = self.session.client.transaction().await.map_err(|e| pg_error(e, what))?;
         let mut written = 0;
-        for chunk in rows.chunks(APPLY_ROWS.min(MAX_PARAMS / width.max(1))) {
-            let mut params: Vec<Param<'_>> = Vec::with_capacity(chunk.len() * width);
-            let mut tuples = Vec::with_capacity(chunk.len());
-            for row in chunk {
-                let first = params.len() + 1;
-                tuples.push(format!(
-                    "({})",
-                    (first..first + width).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
-                ));
-                params.extend(row.iter().zip(&target.columns).map(|(value, column)| Param { value, column }));
-            }
-            let typed: Vec<(&(dyn ToSql + Sync), Type)> =
-                params.iter().map(|p| (p as &(dyn ToSql + Sync), p.column.ty.clone())).collect();
-            let sql = format!(
-                "INSERT INTO {table} AS {APPLY_ALIAS} ({cols}) VALUES {} ON CONFLICT ({keys}) {action}",
-                tuples.join(", ")
-            );
-            written += tx.execute_typed(&sql, &typed).await.map_err(|e| located(e, "upserting rows"))?;
-        }
+        // deletes first: a deleted key may be spelled differently from the row
+        // upserted in its place (a case-insensitive source collation)
         let key_columns: Vec<&TargetColumn> = key_positions.iter().map(|&p| &target.columns[p]).collect();
         for chunk in deletes.chunks(APPLY_ROWS.min(MAX_PARAMS / key_columns.len())) {
             let mut params: Vec<Param<'_>> = Vec::with_capacity(chunk.len() * key_columns.len());
@@ -432,6 +415,25 @@ impl PgWriter {
             let target_keys = if key_columns.len() == 1 { keys.clone() } else { format!("({keys})") };
             let sql = format!("DELETE FROM {table} WHERE {target_keys} IN ({})", tuples.join(", "));
             written += tx.execute_typed(&sql, &typed).await.map_err(|e| located(e, "deleting rows"))?;
+        }
+        for chunk in rows.chunks(APPLY_ROWS.min(MAX_PARAMS / width.max(1))) {
+            let mut params: Vec<Param<'_>> = Vec::with_capacity(chunk.len() * width);
+            let mut tuples = Vec::with_capacity(chunk.len());
+            for row in chunk {
+                let first = params.len() + 1;
+                tuples.push(format!(
+                    "({})",
+                    (first..first + width).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+                ));
+                params.extend(row.iter().zip(&target.columns).map(|(value, column)| Param { value, column }));
+            }
+            let typed: Vec<(&(dyn ToSql + Sync), Type)> =
+                params.iter().map(|p| (p as &(dyn ToSql + Sync), p.column.ty.clone())).collect();
+            let sql = format!(
+                "INSERT INTO {table} AS {APPLY_ALIAS} ({cols}) VALUES {} ON CONFLICT ({keys}) {action}",
+                tuples.join(", ")
+            );
+            written += tx.execute_typed(&sql, &typed).await.map_err(|e| located(e, "upserting rows"))?;
         }
         tx.commit().await.map_err(|e| pg_error(e, what))?;
         Ok(written)

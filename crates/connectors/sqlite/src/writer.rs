@@ -278,8 +278,10 @@ impl Writer for SqliteWriter {
             .run(move |c| {
                 let run = |c: &mut Connection| -> Result<u64> {
                     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error)?;
-                    let mut changed = upsert_rows(&tx, &upsert, &schema, &rows, &key_pos)?;
-                    changed += delete_keys(&tx, &delete, &schema, &deletes)?;
+                    // deletes first: under a case-insensitive key a deleted spelling
+                    // may match the row being upserted under another one
+                    let mut changed = delete_keys(&tx, &delete, &schema, &deletes)?;
+                    changed += upsert_rows(&tx, &upsert, &schema, &rows, &key_pos)?;
                     tx.commit().map_err(db_error)?;
                     Ok(changed)
                 };
