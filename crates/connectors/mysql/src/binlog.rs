@@ -22,7 +22,10 @@
 //!
 //! A DDL statement on a captured table (ALTER, DROP, RENAME, TRUNCATE, CREATE OR REPLACE,
 //! CREATE/DROP INDEX, DROP DATABASE) ends the batch before it: row images would no longer
-//! match the columns read at `start`.
+//! match the columns read at `start`. A change to a captured table logged as a statement
+//! (a session with another `binlog_format`) has no keys to read: it is an error, never a
+//! silent gap. A read that fails after whole transactions returns them and meets the
+//! failure again on the next read.
 //!
 //! Nothing is installed on the server: `release` has nothing to free (binlog files expire by
 //! the server's `binlog_expire_logs_seconds`) and `cleanup` finds nothing to remove.
@@ -62,6 +65,7 @@ mod kind {
     pub const ROTATE: u8 = 4;
     pub const FORMAT_DESCRIPTION: u8 = 15;
     pub const XID: u8 = 16;
+    pub const EXECUTE_LOAD_QUERY: u8 = 18;
     pub const TABLE_MAP: u8 = 19;
     pub const WRITE_ROWS_V1: u8 = 23;
     pub const UPDATE_ROWS_V1: u8 = 24;
@@ -244,34 +248,26 @@ impl Capture for BinlogCapture {
             // already arriving
             let limit = if events.is_empty() || live.group.is_some() { left } else { LINGER.min(left) };
             let event = match tokio::time::timeout(limit, live.stream.next()).await {
-                Err(_) => {
-                    if live.last_heard.elapsed() > SILENCE_LIMIT {
-                        let at = live.committed.to_string();
-                        self.live = None;
-                        return Err(Error::new(
-                            ErrorKind::Transient,
-                            format!(
-                                "the MariaDB binlog stream (at {at}) sent nothing, not even a heartbeat, for {} seconds",
-                                SILENCE_LIMIT.as_secs()
-                            ),
-                        ));
-                    }
-                    break;
+                Err(_) if live.last_heard.elapsed() <= SILENCE_LIMIT => break,
+                Err(_) => Err(Error::new(
+                    ErrorKind::Transient,
+                    format!(
+                        "the MariaDB binlog stream (at {}) sent nothing, not even a heartbeat, for {} seconds",
+                        live.committed,
+                        SILENCE_LIMIT.as_secs()
+                    ),
+                )),
+                Ok(None) => Err(Error::new(
+                    ErrorKind::Transient,
+                    format!("MariaDB ended the binlog stream (at {})", live.committed),
+                )),
+                Ok(Some(Err(e))) => Err(stream_error(e, &live.committed)),
+                Ok(Some(Ok(event))) => {
+                    live.last_heard = Instant::now();
+                    live.handle(&event, &mut events, &mut committed_at)
                 }
-                Ok(None) => {
-                    let at = live.committed.to_string();
-                    self.live = None;
-                    return Err(Error::new(ErrorKind::Transient, format!("MariaDB ended the binlog stream (at {at})")));
-                }
-                Ok(Some(Err(e))) => {
-                    let at = live.committed.clone();
-                    self.live = None;
-                    return Err(stream_error(e, &at));
-                }
-                Ok(Some(Ok(event))) => event,
             };
-            live.last_heard = Instant::now();
-            match live.handle(&event, &mut events, &mut committed_at) {
+            match event {
                 Ok(Step::More) => {}
                 Ok(Step::Committed) => {
                     if events.len() >= max_events.max(1) {
@@ -290,8 +286,15 @@ impl Capture for BinlogCapture {
                     });
                 }
                 Err(e) => {
+                    // The transactions read before the failure are whole: deliver them and
+                    // meet the failure again on the next read, from a new stream.
+                    let position = live.committed.position();
                     self.live = None;
-                    return Err(e);
+                    if events.is_empty() {
+                        return Err(e);
+                    }
+                    debug!(job = %self.job, error = %e, "binlog read stopped early");
+                    return Ok(CaptureBatch { events, position, ddl: None, committed_at_micros: committed_at });
                 }
             }
         }
@@ -841,6 +844,11 @@ impl Live {
             }
             kind::XID | kind::XA_PREPARE => Step::Committed,
             kind::QUERY => self.query(event)?,
+            kind::EXECUTE_LOAD_QUERY => match event.read_data().map_err(|e| bad_event("EXECUTE_LOAD_QUERY", &e))? {
+                // a LOAD DATA logged as a statement
+                Some(EventData::ExecuteLoadQueryEvent(q)) => self.statement(q.schema_raw(), q.query_raw())?,
+                _ => return Err(bad_data("an EXECUTE_LOAD_QUERY event", &self.here())),
+            },
             c if kind::MARIA_COMPRESSED.contains(&c) => {
                 return Err(Error::new(
                     ErrorKind::Unsupported,
@@ -899,7 +907,11 @@ impl Live {
 
     fn query(&mut self, event: &Event) -> Result<Step> {
         let q: QueryEvent<'_> = event.read_event().map_err(|e| bad_event("QUERY", &e))?;
-        let sql = q.query_raw();
+        self.statement(q.schema_raw(), q.query_raw())
+    }
+
+    /// A statement logged as text (`schema` is its default database).
+    fn statement(&mut self, schema: &[u8], sql: &[u8]) -> Result<Step> {
         let (first, second) = two_words(sql);
         let is = |w: &[u8], k: &str| w.eq_ignore_ascii_case(k.as_bytes());
         if is(first, "BEGIN") || (is(first, "XA") && (is(second, "START") || is(second, "BEGIN"))) {
@@ -916,7 +928,7 @@ impl Live {
             return Ok(Step::More);
         }
         let text = String::from_utf8_lossy(sql);
-        let schema = String::from_utf8_lossy(q.schema_raw());
+        let schema = String::from_utf8_lossy(schema);
         match classify(&text) {
             Statement::Ddl(names) => {
                 if let Some(table) = names.iter().find_map(|n| self.captured_name(n, &schema)) {

@@ -310,6 +310,36 @@ async fn a_truncate_of_a_qualified_name_from_another_default_database_is_a_ddl()
     assert!(ddl.statement.to_ascii_uppercase().contains("TRUNCATE"));
 }
 
+#[tokio::test]
+async fn a_change_logged_as_a_statement_is_refused_not_missed() {
+    let db = mysql_db();
+    db.sql("CREATE TABLE orders (id int PRIMARY KEY); CREATE TABLE notes (id int PRIMARY KEY)");
+    let t = tables(&db, &["orders"]).await;
+    let mut cap = native(&db);
+    let p0 = cap.start(&t).await.unwrap();
+    // one session in STATEMENT format (the global setting stays ROW)
+    db.sql(
+        "INSERT INTO orders VALUES (1);
+         SET SESSION binlog_format = 'STATEMENT'; INSERT INTO notes VALUES (1); INSERT INTO orders VALUES (2);",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut at = p0;
+    let mut seen = Vec::new();
+    let e = loop {
+        assert!(Instant::now() < deadline, "the statement-logged change passed unnoticed after {seen:?}");
+        match cap.read(&at, 100, Duration::from_millis(500)).await {
+            Ok(batch) => {
+                seen.extend(batch.events.into_iter().map(|e| e.key));
+                at.advance_to(batch.position).unwrap();
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(seen, vec![vec![int(1)]]);
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(e.to_string().contains("table orders was logged as a statement"), "{e}");
+}
+
 /// Every key type: the capture's key values equal the reader's, so `fetch_keys` finds
 /// them. Each table is keyed by one column `k` of the type; `wide` has one column of
 /// every kind before its key, so every width of a row image is walked.
