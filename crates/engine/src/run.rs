@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 
 use pontoon_core::capture::{CaptureMode, CaptureSpec, CaptureTable};
 use pontoon_core::{Connector, Engine, Error, ErrorKind, Result};
+use pontoon_state::TableState;
 use serde::Serialize;
 
 use crate::copy::{CopyContext, CopyReport, copy};
@@ -42,8 +43,14 @@ pub async fn start_capture(job: &Job, source: &dyn Connector, plan: &Plan, copy:
     let state = &copy.state;
     let recorded = state.sync()?;
     let tables = capture_tables(plan);
-    let copy_seconds =
-        (plan.tables.iter().map(|t| t.estimated_rows).sum::<u64>() / ASSUMED_COPY_ROWS_PER_SECOND).max(60);
+    // the rows still to copy (a resumed run's finished tables need no retention)
+    let mut rows_left = 0;
+    for t in &plan.tables {
+        if state.table(&t.job.source)?.is_none_or(|r| r.state != TableState::Copied) {
+            rows_left += t.estimated_rows;
+        }
+    }
+    let copy_seconds = (rows_left / ASSUMED_COPY_ROWS_PER_SECOND).max(60);
     let wanted = match job.sync.capture {
         Some(Capture::Native) => Some(CaptureMode::Native),
         Some(Capture::Triggers) => Some(CaptureMode::Triggers),

@@ -26,7 +26,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("max_connections", "200"),
     ("fsync", "off"),
     ("full_page_writes", "off"),
-    ("max_slot_wal_keep_size", "'1GB'"),
+    ("max_slot_wal_keep_size", "'8GB'"),
     ("shared_buffers", "'128MB'"),
 ];
 
