@@ -18,7 +18,7 @@ use pontoon_engine::plan::{Plan, plan};
 use pontoon_engine::progress::Progress;
 use pontoon_engine::retry::RetryPolicy;
 use pontoon_engine::run::{RunReport, start_capture};
-use pontoon_engine::state::StateStore;
+use pontoon_engine::state::{JobLock, StateStore};
 use pontoon_engine::sync::{SyncProgress, Until};
 use pontoon_engine::track::CopyTracker;
 use pontoon_engine::{connect, demo, status};
@@ -212,7 +212,7 @@ async fn cmd_run(path: &Path, workers: Option<usize>, drain: bool, json: bool) -
 
 /// Starts capture, then copies and syncs with progress display and signal handling.
 async fn run_online(job: &Job, s: &Sides, plan: Arc<Plan>, until: Until) -> Result<RunReport, Failure> {
-    let ctx = copy_context(job, s, &plan)?;
+    let (ctx, _lock) = copy_context(job, s, &plan)?;
     let spec = start_capture(job, s.source.as_ref(), &plan, &ctx).await?;
     let sync_progress = Arc::new(SyncProgress::new());
     spawn_signal_handler(ctx.stop.clone(), "finishing the chunks and the sync batch in hand");
@@ -250,12 +250,15 @@ fn copy_exit_code(report: &CopyReport) -> u8 {
     }
 }
 
-fn copy_context(job: &Job, s: &Sides, plan: &Plan) -> Result<CopyContext, Failure> {
+/// The context of a copy or run, with the job's lock (held until the context's
+/// lock is dropped, when the command ends).
+fn copy_context(job: &Job, s: &Sides, plan: &Plan) -> Result<(CopyContext, JobLock), Failure> {
+    let lock = JobLock::acquire(&job.state_path())?;
     let state = Arc::new(StateStore::open(&job.state_path())?);
     let progress = Arc::new(Progress::new(
         plan.tables.iter().map(|t| (t.job.source.clone(), t.target_name().to_string(), t.estimated_rows)),
     ));
-    Ok(CopyContext {
+    let ctx = CopyContext {
         source: s.source.clone(),
         target: s.target.clone(),
         state,
@@ -264,12 +267,13 @@ fn copy_context(job: &Job, s: &Sides, plan: &Plan) -> Result<CopyContext, Failur
         stop: Arc::new(AtomicBool::new(false)),
         retry: RetryPolicy::default(),
         tracker: Arc::new(CopyTracker::new()),
-    })
+    };
+    Ok((ctx, lock))
 }
 
 /// Runs the copy with progress display and Ctrl-C / SIGTERM handling.
 async fn run_copy(job: &Job, s: &Sides, plan: &Plan) -> Result<CopyReport, Failure> {
-    let ctx = copy_context(job, s, plan)?;
+    let (ctx, _lock) = copy_context(job, s, plan)?;
     spawn_signal_handler(ctx.stop.clone(), "finishing the chunks in hand");
     let display = display::ProgressDisplay::start(ctx.progress.clone(), None);
     let result = copy(&ctx, plan).await;
@@ -354,7 +358,7 @@ async fn cmd_demo(dir: &Path, scale: f64, json: bool) -> Result<u8, Failure> {
 
     // online: capture starts before the copy, the shop's application keeps writing
     // through the copy and a few seconds of sync, then stops, and the sync drains
-    let ctx = copy_context(&job, &s, &plan)?;
+    let (ctx, _lock) = copy_context(&job, &s, &plan)?;
     let spec = start_capture(&job, s.source.as_ref(), &plan, &ctx).await?;
     eprintln!("live writer: inserting, updating and deleting in the shop during the whole migration");
     let writer = demo::LiveWriter::start(dir);

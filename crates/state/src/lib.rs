@@ -104,6 +104,41 @@ pub struct PartitionProgress {
     pub rows_copied: u64,
 }
 
+/// Held while a run works on a job (`copy`, `run`): a second pontoon on the same
+/// state store is refused instead of racing the first. Released on drop, and by
+/// the OS when the process dies (`kill -9` leaves no stale lock).
+#[derive(Debug)]
+pub struct JobLock {
+    _file: std::fs::File,
+}
+
+impl JobLock {
+    /// Takes the lock beside the state store (`<state>.lock`).
+    pub fn acquire(state_path: &Path) -> Result<JobLock> {
+        let path = std::path::PathBuf::from(format!("{}.lock", state_path.display()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| state_err(format!("cannot open the job lock {}", path.display())).with_source(e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(JobLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "another pontoon is running this job (it holds {}); stop it first, or wait for it to finish",
+                    path.display()
+                ),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(state_err(format!("cannot lock {}", path.display())).with_source(e))
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct StateStore {
     conn: Mutex<Connection>,
@@ -605,6 +640,19 @@ fn parse_position(s: &str) -> Result<Position> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_run_of_a_job_is_refused_while_the_first_holds_the_lock() {
+        let dir = std::env::temp_dir().join(format!("pontoon-lock-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("job.pontoon.db");
+        let first = JobLock::acquire(&path).unwrap();
+        let e = JobLock::acquire(&path).unwrap_err();
+        assert!(e.to_string().contains("another pontoon is running this job"), "{e}");
+        drop(first);
+        JobLock::acquire(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn sync_checkpoints_only_move_forward() {

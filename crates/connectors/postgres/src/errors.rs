@@ -16,8 +16,11 @@
 use pontoon_core::{Error, ErrorKind};
 
 /// Whether a SQLSTATE is worth retrying.
+/// 55006 (object in use) is a replication slot still held by the backend of a
+/// killed client, which the server ends a moment later.
 pub fn is_transient_sqlstate(code: &str) -> bool {
-    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03" | "53300")
+    code.starts_with("08")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03" | "53300" | "55006")
 }
 
 /// The portable kind of a SQLSTATE.

@@ -395,8 +395,11 @@ impl Capture for Wal2JsonCapture {
                         &[&slot],
                     )
                     .await;
-                if let Err(e) = peek {
-                    problems.push(plugin_problem(&e));
+                match peek {
+                    // held by the backend of a pontoon killed a moment ago: start waits for it
+                    Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "55006") => {}
+                    Err(e) => problems.push(plugin_problem(&e)),
+                    Ok(_) => {}
                 }
             }
         }
@@ -876,6 +879,7 @@ async fn ensure_slot(client: &Client, slot: &str) -> Result<u64> {
             if wal_status.as_deref() == Some("lost") {
                 return Err(Error::new(ErrorKind::Database, lost_slot(slot)));
             }
+            release_stale_holder(client, slot).await?;
             return confirmed
                 .map(u64::from)
                 .ok_or_else(|| Error::internal(format!("replication slot {slot} has no confirmed position yet")));
@@ -895,6 +899,37 @@ async fn ensure_slot(client: &Client, slot: &str) -> Result<u64> {
         }
     }
     Err(Error::internal(format!("replication slot {slot} was created and vanished at once")))
+}
+
+/// How long a slot may stay held by another backend before `start` ends it.
+const STALE_HOLDER_WAIT: Duration = Duration::from_secs(15);
+
+/// Waits until no backend holds the slot, ending the holder after
+/// [`STALE_HOLDER_WAIT`]. The holder is the backend of a pontoon killed in the
+/// middle of a read (its query runs on until it tries to answer); the engine
+/// holds a lock per job, so no live pontoon of this job can be the holder.
+async fn release_stale_holder(client: &Client, slot: &str) -> Result<()> {
+    let what = format!("waiting for replication slot {slot} to be free");
+    let deadline = Instant::now() + STALE_HOLDER_WAIT;
+    loop {
+        let pid: Option<i32> = client
+            .query_opt("SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", &[&slot])
+            .await
+            .map_err(pg_err(&what))?
+            .and_then(|r| r.get(0));
+        let Some(pid) = pid else { return Ok(()) };
+        if Instant::now() >= deadline + STALE_HOLDER_WAIT {
+            return Err(Error::new(
+                ErrorKind::Transient,
+                format!("{what}: backend {pid} still holds it after being asked to end"),
+            ));
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(slot = %slot, pid, "ending the stale backend that still holds the replication slot");
+            client.query("SELECT pg_catalog.pg_terminate_backend($1)", &[&pid]).await.map_err(pg_err(&what))?;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Drops the slot (ending the backend that holds it, if any); false if there was none.
