@@ -192,6 +192,7 @@ fn start_load(kind: Kind, db: &Db, dir: &Path) -> Load {
         }
         Kind::My => {
             let db = db.server();
+            let log = std::fs::File::create(dir.join("load.log")).unwrap();
             let child = Command::new("sysbench")
                 .args(["oltp_write_only", "--db-driver=mysql", "--mysql-host=127.0.0.1"])
                 .arg(format!("--mysql-port={}", port_of(&db.url)))
@@ -199,10 +200,13 @@ fn start_load(kind: Kind, db: &Db, dir: &Path) -> Load {
                 .arg(format!("--mysql-password={PASSWORD}"))
                 .arg(format!("--mysql-db={}", db.name))
                 .args(["--tables=1", &format!("--table-size={n}"), "--threads=4", "--rate=150", "--time=600"])
-                .args(["--mysql-ignore-errors=1062,1213,1205", "run"])
+                // 1146: MariaDB fails a statement that runs while a trigger is being
+                // created on its table with "table doesn't exist" (MDEV-26048, which
+                // pt-online-schema-change meets too); the transaction is rolled back
+                .args(["--mysql-ignore-errors=1062,1213,1205,1146", "--report-interval=5", "run"])
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(std::fs::File::create(dir.join("load.log")).unwrap()))
+                .stdout(Stdio::from(log.try_clone().unwrap()))
+                .stderr(Stdio::from(log))
                 .spawn()
                 .expect("start sysbench");
             Load::Process(child)
@@ -310,10 +314,15 @@ fn spawn_run(job: &Path, log: &Path) -> Child {
         .expect("start pontoon run")
 }
 
+/// The end of pontoon's log and of the load's, for a failure message.
 fn log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
+    let tail = |p: &Path, n: usize| {
+        let text = std::fs::read_to_string(p).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    };
+    let load = log.with_file_name("load.log");
+    format!("{}\n--- load log:\n{}", tail(log, 40), tail(&load, 15))
 }
 
 /// Waits for `cond`, failing with the run's log after `secs`.
