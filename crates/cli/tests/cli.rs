@@ -103,12 +103,13 @@ fn mapping_problems_are_reported_together_with_lines() {
         dir.path(),
         &src.url,
         &format!("sqlite:{}", dir.join("t.db").display()),
-        "[[tables]]\nsource = \"orders\"\nexclude = [\"nope\"]\n[tables.columns]\ntotal = \"amount_typo\"\n[[tables]]\nsource = \"missing_table\"\n[[tables]]\nsource = \"nokey\"\n",
+        "[[tables]]\nsource = \"orders\"\nexclude = [\"nope\"]\n[tables.columns]\ntotal = \"amount_typo\"\n[[tables]]\nsource = \"missing_table\"\n[[tables]]\nsource = \"nokey\"\n[[tables]]\nsource = \"orders\"\ntarget = \"o2\"\nversion_column = \"amount\"\nexclude = [\"amount\"]\n",
     );
     let out = pontoon(&["plan", job.to_str().unwrap()]);
     let (_, err) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    // the job's lines: 1-4 source and target, 5 [[tables]], 7 exclude, 9 total = ..., 10 and 12 [[tables]]
+    // the job's lines: 1-4 source and target, 5 [[tables]], 7 exclude, 9 total = ..., 10 and 12 [[tables]],
+    // 17 version_column of the excluded column
     for needle in [
         "line 7:",
         "`nope` does not exist",
@@ -118,7 +119,9 @@ fn mapping_problems_are_reported_together_with_lines() {
         "`missing_table` does not exist",
         "line 12:",
         "no primary key",
-        "4 problem(s)",
+        "line 17:",
+        "version_column `amount` must be copied as a column",
+        "5 problem(s)",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }

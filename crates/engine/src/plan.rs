@@ -337,6 +337,16 @@ async fn plan_table(
             None => {}
         }
     }
+    // the guard compares the target's copy of the version column
+    if let Some(v) = &tj.version_column
+        && source_col(v).is_some()
+        && !select.iter().any(|s| matches!(&s.expr, SelectExpr::Column(c) if c == v))
+    {
+        problems.add(
+            tj.line_of("version_column"),
+            format!("version_column `{v}` must be copied as a column (it is excluded or replaced)"),
+        );
+    }
     if problems.0.len() > before {
         return Ok(None);
     }

@@ -352,7 +352,8 @@ fn split_found(tp: &TablePlan, rows: Vec<Row>, keys: &[Vec<Value>]) -> (Vec<Row>
     (unique, gone)
 }
 
-/// The target column of the job's `version_column`, if it is copied as a column.
+/// The target column of the job's `version_column` (the plan refuses one that is
+/// not copied as a column).
 fn version_target_column(tp: &TablePlan) -> Option<&str> {
     let v = tp.job.version_column.as_deref()?;
     tp.scan
