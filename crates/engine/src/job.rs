@@ -90,8 +90,10 @@ pub struct CopySettings {
 }
 
 impl Default for CopySettings {
+    /// Workers: one per core, 2 to 8 (on 2 cores, 2 workers beat 4: bench/RESULTS.md).
     fn default() -> Self {
-        CopySettings { workers: 4, chunk_rows: 10_000, max_rows_per_second: 0 }
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        CopySettings { workers: cores.clamp(2, 8), chunk_rows: 10_000, max_rows_per_second: 0 }
     }
 }
 
