@@ -93,88 +93,16 @@ mkdir -p "$work/jobs" "$work/logs"
 
 [[ -x /usr/bin/time ]] || { echo "GNU time is missing: run bench/setup.sh" >&2; exit 1; }
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# log, the lock, the build, the servers, SQL clients, masking, report helpers
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 
-# One benchmark at a time: two at once share the servers, the target database, the work
-# directory and the two cores, and spoil each other's numbers (or fail). Held until exit,
-# the build included (a compilation during another run's measurements spoils them too).
-exec 9>>"$work/lock"
-if ! flock -n 9; then
-  log "another bench/copy.sh is running (it holds $work/lock); waiting for it to finish"
-  flock 9
-fi
+bench_lock
 
 # ---------------------------------------------------------------------------- build, servers
 
-target_dir=${CARGO_TARGET_DIR:-$root/target}
-built_from="" # how the pontoon binary was made, for RESULTS.md
-if [[ -n $commit_rev ]]; then
-  [[ -z $pontoon_bin ]] || { echo "--commit and --pontoon exclude each other" >&2; exit 2; }
-  rev=$(git -C "$root" rev-parse --verify --quiet "$commit_rev^{commit}") || { echo "no such commit: $commit_rev" >&2; exit 2; }
-  src=$work/src-${rev:0:12}
-  if [[ ! -f $src/Cargo.toml ]]; then
-    log "exporting commit ${rev:0:12} to $src"
-    rm -rf "$src.tmp" && mkdir -p "$src.tmp"
-    git -C "$root" archive "$rev" | tar -x -C "$src.tmp"
-    mv "$src.tmp" "$src"
-  fi
-  # A target dir per commit. Never share one between exports of different commits: cargo
-  # identifies a workspace crate by its path relative to the workspace root and judges
-  # freshness by mtimes, and `git archive` stamps files with the commit's time, so an older
-  # commit's sources look older than a newer commit's artifacts and are not recompiled
-  # (this produced a binary mixing two commits' crates once).
-  log "building pontoon at ${rev:0:12} (release, target dir $work/target-${rev:0:12})"
-  (cd "$src" && CARGO_TARGET_DIR=$work/target-${rev:0:12} cargo build --release --quiet -p pontoon)
-  pontoon_bin=$work/target-${rev:0:12}/release/pontoon
-  built_from="built from commit ${rev:0:12} (git archive, no uncommitted changes)"
-elif [[ -z $pontoon_bin ]]; then
-  log "building pontoon (release) from the working tree"
-  (cd "$root" && cargo build --release --quiet -p pontoon)
-  pontoon_bin=$target_dir/release/pontoon
-  head=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-  if [[ -n $(git -C "$root" --no-optional-locks status --porcelain --untracked-files=no 2>/dev/null || true) ]]; then
-    built_from="built from the working tree at $head, with uncommitted changes"
-  else
-    built_from="built from commit $head"
-  fi
-else
-  built_from="binary given with --pontoon ($pontoon_bin, modified $(date -u -r "$pontoon_bin" '+%Y-%m-%d %H:%M UTC'))"
-fi
-# The server launcher always comes from this checkout.
-(cd "$root" && cargo build --release --quiet -p pontoon-testsupport --bin pontoon-test-servers)
-pontoon_bin=$(readlink -f "$pontoon_bin")
-[[ -x $pontoon_bin ]] || { echo "no pontoon binary at $pontoon_bin" >&2; exit 1; }
-
-log "starting (or reusing) the benchmark servers in $servers_dir"
-# (without fd 9: a server started here outlives the script and must not hold its lock)
-eval "$(PONTOON_TEST_DIR=$servers_dir "$target_dir/release/pontoon-test-servers" start 9>&-)"
-export PATH="$PG_BIN_DIR:$PATH" # pg_dump/psql of the server's version, also for pgcopydb
-
-# The harness's fixed loopback test login. Tools get it from the environment (PGPASSWORD,
-# pontoon's ${BENCH_DB_PASSWORD}) or an option file (mydumper/myloader); only pgloader
-# needs it in a URL (below). Everything shown or recorded goes through `mask`.
-bench_user=${PG_URL_BASE#*://}
-bench_user=${bench_user%%:*}
-bench_password=${PG_URL_BASE#*://*:}
-bench_password=${bench_password%%@*}
-export PGPASSWORD=$bench_password BENCH_DB_PASSWORD=$bench_password
-pg_url() { echo "postgres://$bench_user@127.0.0.1:$PG_PORT/$1"; }
-my_cnf=$work/my.cnf
-(umask 077 && printf '[client]\nuser=%s\npassword=%s\n' "$bench_user" "$bench_password" >"$my_cnf")
-# pgloader takes the MariaDB password in its URL only: it is on pgloader's command line
-# (visible in ps, loopback test login) and masked in every log and in RESULTS.md.
-mask() { sed -e 's#\(://[^:/@]*\):\([^$@][^@]*\)@#\1:***@#g'; }
-
-# Admin clients over the unix sockets (no password).
-pg_sql() { # DB SQL...
-  local db=$1; shift
-  local args=()
-  for sql in "$@"; do args+=(-c "$sql"); done
-  psql -X -q -A -t -v ON_ERROR_STOP=1 -h "$PG_SOCKET_DIR" -p "$PG_PORT" -U postgres -d "$db" "${args[@]}"
-}
-my_sql() { # SQL [DB]
-  mariadb --no-defaults -N -B -u root --socket="$MY_SOCKET" ${2:+"$2"} -e "$1"
-}
+build_pontoon
+start_servers
 
 # ---------------------------------------------------------------------------- source data
 
@@ -339,8 +267,6 @@ workers = $workers
 chunk_rows = $chunk_rows
 EOF
 }
-pg_job_url() { echo "postgres://$bench_user:\${BENCH_DB_PASSWORD}@127.0.0.1:$PG_PORT/$1"; }
-my_job_url() { echo "mysql://$bench_user:\${BENCH_DB_PASSWORD}@127.0.0.1:$MY_PORT/$1"; }
 
 # ---------------------------------------------------------------------------- measuring
 
@@ -355,11 +281,6 @@ else
   : >"$tsv"
 fi
 declare -A failures # "scenario shape rows tool" set: every attempt of a run failed, skip the rest
-
-# Other heavy processes on these 2 cores spoil the numbers: count them before each run.
-other_load() {
-  ps -eo comm= | grep -cxE 'cargo|rustc|cargo-nextest|cc|cc1|cc1plus|ld|ld.lld|ld.bfd|ld.gold' || true
-}
 
 # measure SCENARIO SHAPE ROWS TOOL RUN TABLE COUNTER COMMAND
 # Runs COMMAND (a bash string, pipefail on) under GNU time, checks the target's row count
@@ -596,8 +517,6 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------- report
 
-# median of the numbers on stdin (mean of the two middle ones for an even count)
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; m = int((NR + 1) / 2); print (NR % 2 ? v[m] : (v[m] + v[m + 1]) / 2) }'; }
 # column COL of the successful attempts in the TSV for one scenario/shape/rows/tool (a file
 # written before the status column existed has only successful ones)
 col() { awk -F'\t' -v s="$1" -v h="$2" -v r="$3" -v t="$4" -v c="$5" '$1 == s && $2 == h && $3 == r && $4 == t && ($12 == "" || $12 == "ok") { print $c }' "$tsv"; }
@@ -605,8 +524,6 @@ col() { awk -F'\t' -v s="$1" -v h="$2" -v r="$3" -v t="$4" -v c="$5" '$1 == s &&
 failed_col() { awk -F'\t' -v s="$1" -v h="$2" -v r="$3" -v t="$4" '$1 == s && $2 == h && $3 == r && $4 == t && $12 ~ /^failed/ { print $5 "\t" substr($12, 9) }' "$tsv"; }
 # runs with failed attempts and no successful one: the tool's result is void
 void_runs() { awk -F'\t' -v s="$1" -v h="$2" -v r="$3" -v t="$4" '$1 == s && $2 == h && $3 == r && $4 == t { if ($12 == "" || $12 == "ok") ok[$5] = 1; else bad[$5] = 1 } END { for (k in bad) if (!(k in ok)) print k }' "$tsv"; }
-thousands() { awk -v n="$1" 'BEGIN { s = sprintf("%.0f", n); o = ""; while (length(s) > 3) { o = "," substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) } print s o }'; }
-fmt() { awk -v n="$1" -v d="$2" 'BEGIN { printf "%.*f", d, n }'; }
 
 tool_label() {
   case $1 in
@@ -626,10 +543,6 @@ summarize() { # SCENARIO SHAPE ROWS TOOL
   med_secs[$k]=$(col "$@" 6 | median)
   med_rss[$k]=$(col "$@" 7 | median)
   med_cpu[$k]=$(awk -F'\t' -v s="$1" -v h="$2" -v r="$3" -v t="$4" '$1 == s && $2 == h && $3 == r && $4 == t && ($12 == "" || $12 == "ok") { print $8 + $9 }' "$tsv" | median)
-}
-
-verdict() { # VALUE OP LIMIT -> met / NOT met
-  if awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN { exit !((op == ">=") ? v >= l : v <= l) }'; then echo "met"; else echo "**NOT met**"; fi
 }
 
 target_lines() { # SCENARIO SHAPE ROWS
@@ -698,8 +611,8 @@ section=$work/section.md
   [[ -n $note ]] && { echo "$note"; echo; }
   [[ -z $report_from ]] || { echo "Written afterwards with \`--report\` from the raw runs in $(basename "$tsv") (an interrupted invocation); the load averages were not recorded."; echo; }
   echo "- pontoon: $("$pontoon_bin" --version), $built_from; \`workers = $workers\`, \`chunk_rows = $chunk_rows\`"
-  echo "- machine: $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -n1)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r)"
-  echo "- servers: $("$PG_BIN_DIR/postgres" --version | sed 's/postgres (PostgreSQL) /PostgreSQL /'), MariaDB $(my_sql 'SELECT VERSION()'), both on loopback, harness settings (PostgreSQL \`fsync=off\`, \`full_page_writes=off\`, \`shared_buffers=128MB\`, \`wal_level=logical\`; MariaDB \`innodb_flush_log_at_trx_commit=2\`, \`sync_binlog=0\`, binlog ON in ROW format, \`innodb_buffer_pool_size=256M\`). Every tool writes to the same servers, so the comparison is fair; absolute numbers on durable settings would be lower."
+  machine_line
+  servers_line
   echo "- peers: pgcopydb $(version_of pgcopydb || true), pgloader $(version_of pgloader || true), mydumper/myloader $(version_of mydumper || true), sqlite3 $(version_of sqlite3 || true)"
   for tool in "${!skipped[@]}"; do echo "- skipped $tool: ${skipped[$tool]}"; done
   echo "- load average (1/5/15 min) before: $load_before, after: $load_after; measurements that started while a compiler, linker or test runner was running (marked * in the runs column): $(awk -F'\t' -v r=" ${rows_list[*]} " -v h=" ${shapes[*]} " -v s=" ${scenarios[*]} " 'index(r, " " $3 " ") && index(h, " " $2 " ") && index(s, " " $1 " ") && $10 > 0' "$tsv" | wc -l)"
