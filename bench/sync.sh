@@ -45,7 +45,7 @@
 #   --capture C[,C...]     pontoon's capture modes: native, triggers (default native);
 #                          each is recorded separately
 #   --measure M[,M...]     drain, steady (default: both)
-#   --batch-events N       pontoon `[sync] batch_events` (default 10000)
+#   --batch-events N       pontoon `[sync] batch_events` (default 50000, pontoon's default)
 #   --workers N            pontoon `[copy] workers` for the initial copy (default 4; not timed)
 #   --commit REV           build pontoon from this commit (as bench/copy.sh)
 #   --pontoon PATH         use this pontoon binary (default: build the working tree)
@@ -73,7 +73,7 @@ runs=3
 only=pg-pg,my-my
 captures_arg=native
 measure_arg=drain,steady
-batch_events=10000
+batch_events=50000
 workers=4
 pontoon_bin=""
 commit_rev=""

@@ -222,7 +222,7 @@ impl<'a> Parser<'a> {
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "job".into());
         let mut state_file = base_dir.join(format!("{stem}.pontoon.db"));
         let mut copy = CopySettings::default();
-        let mut sync = SyncSettings { capture: None, name: job_id(&stem), batch_events: 10_000, capture_line: 0 };
+        let mut sync = SyncSettings { capture: None, name: job_id(&stem), batch_events: 50_000, capture_line: 0 };
         let mut tables = Vec::new();
         for (key, value) in root.iter() {
             match key.get_ref().as_ref() {

@@ -126,7 +126,9 @@ pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
             return Ok(SyncReport { events: events_total, batches: batches_total, position: from.to_string() });
         }
         let may_end = until.drain_requested() && ctx.progress.copy_done.load(Ordering::Relaxed);
+        let read_started = Instant::now();
         let batch = read_batch(ctx, &mut conns, &capture_tables, &from).await?;
+        let read_ms = read_started.elapsed().as_millis() as u64;
         let started = Instant::now();
         let keys = apply_batch(ctx, &mut conns, &tables, &limits, &batch).await?;
         let Some(keys) = keys else {
@@ -149,7 +151,15 @@ pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
         ctx.progress.events.fetch_add(n, Ordering::Relaxed);
         ctx.progress.batches.fetch_add(u64::from(n > 0), Ordering::Relaxed);
         if n > 0 {
-            tracing::debug!(events = n, keys, from = %from, to = %batch.position, ms = started.elapsed().as_millis() as u64, "batch applied");
+            tracing::debug!(
+                events = n,
+                keys,
+                from = %from,
+                to = %batch.position,
+                read_ms,
+                apply_ms = started.elapsed().as_millis() as u64,
+                "batch applied"
+            );
         }
         if let Some(ddl) = &batch.ddl {
             let e = Error::new(
@@ -299,6 +309,7 @@ async fn apply_table(
     limits: &Limits,
     keys: Vec<Vec<Value>>,
 ) -> Result<()> {
+    let fetch_started = Instant::now();
     let mut backoff = ctx.retry.backoff();
     let rows = loop {
         match async { conns.reader(ctx).await?.fetch_keys(&tp.scan, &keys).await }.await {
@@ -322,11 +333,17 @@ async fn apply_table(
         })
         .collect::<Result<Vec<_>>>()?;
     let version = version_target_column(tp);
+    let fetch_ms = fetch_started.elapsed().as_millis() as u64;
+    let write_started = Instant::now();
     let mut backoff = ctx.retry.backoff();
     loop {
         let attempt = async { conns.writer(ctx).await?.apply(write, &rows, &deletes, version).await }.await;
         match attempt {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                let write_ms = write_started.elapsed().as_millis() as u64;
+                tracing::debug!(table = %tp.scan.table, keys = keys.len(), fetch_ms, write_ms, "table applied");
+                return Ok(());
+            }
             Err(e) => {
                 conns.writer = None;
                 backoff.retry_after("apply changes", e).await?;

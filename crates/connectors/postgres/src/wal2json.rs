@@ -547,8 +547,11 @@ impl Capture for Wal2JsonCapture {
         let slot = self.slot();
         let deadline = Instant::now() + wait;
         let max_events = max_events.max(1);
-        // B and C rows count too: room for a batch of one-row transactions
-        let mut limit = i32::try_from(max_events.saturating_mul(3)).unwrap_or(i32::MAX / 2);
+        // The server decodes the whole peek before the first row comes back, so the
+        // limit is what one batch needs: it stops after the transaction in which it
+        // is reached (B and C rows count too, so batches of one-row transactions hold
+        // about a third of `max_events`)
+        let mut limit = i32::try_from(max_events).unwrap_or(i32::MAX / 2);
         self.client().await?;
         let (Some(session), Some(watch)) = (&self.session, &self.watch) else {
             return Err(Error::internal("change capture read before start"));
