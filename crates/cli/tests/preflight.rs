@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use pontoon_testsupport::{MariaDbServer, PgServer, TestDb, mysql_db, pg_db, temp_dir};
+use pontoon_testsupport::{KillOnDrop, MariaDbServer, PgServer, TestDb, mysql_db, pg_db, temp_dir};
 
 fn pontoon(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pontoon")).args(args).stdin(Stdio::null()).output().expect("run pontoon")
@@ -132,15 +132,17 @@ fn missing_replication_privilege_is_refused() {
     src.sql(&format!("DROP OWNED BY {role}; DROP ROLE {role};"));
 }
 
-fn spawn_run(job: &Path, log: &Path) -> Child {
+fn spawn_run(job: &Path, log: &Path) -> KillOnDrop {
     let log = std::fs::File::create(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_pontoon"))
-        .args(["run", job.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap()
+    KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_pontoon"))
+            .args(["run", job.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn status_json(job: &Path) -> serde_json::Value {

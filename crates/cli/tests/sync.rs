@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pontoon_engine::state::StateStore;
-use pontoon_testsupport::{PASSWORD, TestDb, USER, mysql_db, pg_db, temp_dir};
+use pontoon_testsupport::{KillOnDrop, PASSWORD, TestDb, USER, mysql_db, pg_db, temp_dir};
 
 /// Rows in the source table: about a million, as the issue asks (`PONTOON_SYNC_ROWS`
 /// overrides, e.g. for a quick local run).
@@ -153,7 +153,7 @@ fn port_of(url: &str) -> String {
 
 /// The write load on the source until `stop` (for SQLite, a writer thread).
 enum Load {
-    Process(Child),
+    Process(KillOnDrop),
     Thread(std::thread::JoinHandle<u64>, Arc<AtomicBool>),
 }
 
@@ -188,7 +188,7 @@ fn start_load(kind: Kind, db: &Db, dir: &Path) -> Load {
                 .stderr(Stdio::from(std::fs::File::create(dir.join("load.log")).unwrap()))
                 .spawn()
                 .expect("start pgbench");
-            Load::Process(child)
+            Load::Process(KillOnDrop(child))
         }
         Kind::My => {
             let db = db.server();
@@ -209,7 +209,7 @@ fn start_load(kind: Kind, db: &Db, dir: &Path) -> Load {
                 .stderr(Stdio::from(log))
                 .spawn()
                 .expect("start sysbench");
-            Load::Process(child)
+            Load::Process(KillOnDrop(child))
         }
         Kind::Lite => {
             let Db::Lite(path) = db else { unreachable!() };
@@ -303,15 +303,17 @@ fn target_has_marker(kind: Kind, db: &Db, table: &str, key: &str) -> bool {
     }
 }
 
-fn spawn_run(job: &Path, log: &Path) -> Child {
+fn spawn_run(job: &Path, log: &Path) -> KillOnDrop {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_pontoon"))
-        .args(["run", job.to_str().unwrap(), "-v"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("start pontoon run")
+    KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_pontoon"))
+            .args(["run", job.to_str().unwrap(), "-v"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start pontoon run"),
+    )
 }
 
 /// The end of pontoon's log and of the load's, for a failure message.

@@ -84,3 +84,28 @@ pub fn pontoon_bin() -> PathBuf {
     assert!(bin.is_file(), "the pontoon binary is not at {}: build it with `cargo build -p pontoon`", bin.display());
     bin
 }
+
+/// A child process killed (and reaped) when dropped: a test that fails midway does
+/// not leave a background `pontoon run` syncing, or a load generator writing.
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
