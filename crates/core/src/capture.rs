@@ -129,14 +129,6 @@ pub trait Capture: Send {
     /// Changes up to `upto` are applied and checkpointed: the source may drop them.
     async fn release(&mut self, upto: &Position) -> Result<()>;
 
-    /// Whether `read` may be called again from the position of a batch that is not
-    /// released yet (read-ahead: the syncer then reads and re-reads the next batch
-    /// while writing the current one) and stays cheap and correct. The default is
-    /// no: the calls stay strictly read, release, read.
-    fn reads_ahead(&self) -> bool {
-        false
-    }
-
     /// How much is waiting after `from` (for the lag shown to the operator).
     async fn backlog(&mut self, _from: &Position) -> Result<Backlog> {
         Ok(Backlog::default())

@@ -12,12 +12,6 @@
 //! 4. checkpoint the batch's end position after the commit (rule 5), then let the
 //!    capture release it.
 //!
-//! When the capture allows it (`Capture::reads_ahead`: binlog and trigger logs), the
-//! next batch is read, waited for and re-read while the current one is written: the
-//! source and the target work at the same time. Batches are still written one
-//! after the other, in log order, and the next batch's re-read is never older than
-//! the current one's, so no key goes back in time.
-//!
 //! A DDL statement on a migrated table stops the sync after the events before it,
 //! naming the table and the statement. Transient errors are retried with backoff
 //! on fresh connections (and a fresh capture); a crash replays at most one batch,
@@ -126,48 +120,30 @@ pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
     let mut last_lag = Instant::now() - LAG_EVERY;
     let (mut events_total, mut batches_total) = (0u64, 0u64);
     let stopped = || ctx.stop.load(Ordering::Relaxed);
-    let mut ahead: Option<Prepared> = None;
     loop {
         let from = current_position(&ctx.state)?;
         if stopped() {
             return Ok(SyncReport { events: events_total, batches: batches_total, position: from.to_string() });
         }
-        let p = match ahead.take() {
-            Some(p) => p,
-            None => match prepare(ctx, &mut conns.read, &tables, &capture_tables, &limits, &from, &until).await? {
-                Some(p) => p,
-                // stopped while waiting for the copy: nothing of the batch was written
-                None => continue,
-            },
-        };
+        let may_end = until.drain_requested() && ctx.progress.copy_done.load(Ordering::Relaxed);
+        let read_started = Instant::now();
+        let batch = read_batch(ctx, &mut conns, &capture_tables, &from).await?;
+        let read_ms = read_started.elapsed().as_millis() as u64;
         let started = Instant::now();
-        // Read-ahead: read and re-read the next batch while this one is written. Its
-        // re-read may see newer rows than this batch's, never older, and it is
-        // written after this one, so no key goes back in time.
-        let read_ahead = p.batch.ddl.is_none()
-            && !p.batch.events.is_empty()
-            && conns.read.capture.as_deref().is_some_and(|c| c.reads_ahead());
-        if read_ahead {
-            let next = &p.batch.position;
-            let (written, next) = tokio::join!(
-                write(ctx, &mut conns.write, &p),
-                prepare(ctx, &mut conns.read, &tables, &capture_tables, &limits, next, &until)
-            );
-            written?;
-            ahead = next?;
-        } else {
-            write(ctx, &mut conns.write, &p).await?;
-        }
-        let batch = &p.batch;
+        let keys = apply_batch(ctx, &mut conns, &tables, &limits, &batch).await?;
+        let Some(keys) = keys else {
+            // stopped while waiting for the copy: nothing of this batch was written
+            continue;
+        };
         if batch.position != from || !batch.events.is_empty() {
             ctx.state.checkpoint_sync(
                 &from,
                 &batch.position,
                 batch.events.len() as u64,
-                p.keys,
+                keys,
                 batch.committed_at_micros,
             )?;
-            release(&mut conns.read, &batch.position).await;
+            release(&mut conns, &batch.position).await;
         }
         let n = batch.events.len() as u64;
         events_total += n;
@@ -177,13 +153,11 @@ pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
         if n > 0 {
             tracing::debug!(
                 events = n,
-                keys = p.keys,
+                keys,
                 from = %from,
                 to = %batch.position,
-                read_ms = p.read_ms,
-                fetch_ms = p.fetch_ms,
-                write_ms = started.elapsed().as_millis() as u64,
-                read_ahead,
+                read_ms,
+                apply_ms = started.elapsed().as_millis() as u64,
                 "batch applied"
             );
         }
@@ -204,10 +178,10 @@ pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
         }
         let caught_up = n == 0;
         if caught_up || last_lag.elapsed() >= LAG_EVERY {
-            measure_lag(ctx, &mut conns.read, batch, caught_up).await;
+            measure_lag(ctx, &mut conns, &batch, caught_up).await;
             last_lag = Instant::now();
         }
-        if p.may_end && caught_up {
+        if may_end && caught_up {
             return Ok(SyncReport {
                 events: events_total,
                 batches: batches_total,
@@ -221,27 +195,15 @@ fn current_position(state: &StateStore) -> Result<Position> {
     Ok(state.sync()?.ok_or_else(|| Error::new(ErrorKind::State, "the sync has no recorded start position"))?.position)
 }
 
-/// The syncer's connections and capture, rebuilt after a transient error: the
-/// source side (capture, re-reads) and the target side, used at the same time
-/// when reading ahead.
+/// The syncer's connections and capture, rebuilt after a transient error.
 #[derive(Default)]
 struct Conns {
-    read: ReadSide,
-    write: WriteSide,
-}
-
-#[derive(Default)]
-struct ReadSide {
     capture: Option<Box<dyn Capture>>,
     reader: Option<Box<dyn Reader>>,
-}
-
-#[derive(Default)]
-struct WriteSide {
     writer: Option<Box<dyn Writer>>,
 }
 
-impl ReadSide {
+impl Conns {
     async fn capture(&mut self, ctx: &SyncContext, tables: &[CaptureTable]) -> Result<&mut dyn Capture> {
         if self.capture.is_none() {
             let mut c = ctx.source.capture(&ctx.spec)?;
@@ -263,9 +225,7 @@ impl ReadSide {
             None => Err(Error::internal("no reader")),
         }
     }
-}
 
-impl WriteSide {
     async fn writer(&mut self, ctx: &SyncContext) -> Result<&mut dyn Writer> {
         if self.writer.is_none() {
             self.writer = Some(ctx.target.writer().await?);
@@ -279,7 +239,7 @@ impl WriteSide {
 
 async fn read_batch(
     ctx: &SyncContext,
-    conns: &mut ReadSide,
+    conns: &mut Conns,
     tables: &[CaptureTable],
     from: &Position,
 ) -> Result<CaptureBatch> {
@@ -304,41 +264,16 @@ async fn read_batch(
     }
 }
 
-/// A batch read from the capture, its rows re-read and fitted, ready to write.
-struct Prepared<'p> {
-    batch: CaptureBatch,
-    tables: Vec<TableWrite<'p>>,
-    /// Distinct keys in the batch.
-    keys: u64,
-    /// The drain was requested and the copy was done before the batch was read.
-    may_end: bool,
-    read_ms: u64,
-    fetch_ms: u64,
-}
-
-struct TableWrite<'p> {
-    tp: &'p TablePlan,
-    write: Arc<pontoon_core::TableSchema>,
-    rows: Vec<Row>,
-    deletes: Vec<Vec<Value>>,
-}
-
-/// Reads a batch from `from` and, table by table, waits for the copy (rule 3) and
-/// re-reads its keys. `None` when a stop request came while waiting for the copy.
-async fn prepare<'p>(
+/// Applies a batch table by table. Returns the number of distinct keys, or `None`
+/// when a stop request came while waiting for the copy (nothing was applied for
+/// the tables not reached; the batch is read again next time).
+async fn apply_batch(
     ctx: &SyncContext,
-    conns: &mut ReadSide,
-    tables: &HashMap<&str, &'p TablePlan>,
-    capture_tables: &[CaptureTable],
+    conns: &mut Conns,
+    tables: &HashMap<&str, &TablePlan>,
     limits: &Limits,
-    from: &Position,
-    until: &Until,
-) -> Result<Option<Prepared<'p>>> {
-    let may_end = until.drain_requested() && ctx.progress.copy_done.load(Ordering::Relaxed);
-    let read_started = Instant::now();
-    let batch = read_batch(ctx, conns, capture_tables, from).await?;
-    let read_ms = read_started.elapsed().as_millis() as u64;
-    let fetch_started = Instant::now();
+    batch: &CaptureBatch,
+) -> Result<Option<u64>> {
     // distinct keys per table, in first-seen order
     let mut by_table: Vec<(&str, Vec<Vec<Value>>)> = Vec::new();
     let mut seen: HashMap<&str, HashSet<&[Value]>> = HashMap::new();
@@ -352,35 +287,32 @@ async fn prepare<'p>(
             }
         }
     }
-    let mut keys_total = 0u64;
-    let mut writes = Vec::with_capacity(by_table.len());
+    let mut total = 0u64;
     for (name, keys) in by_table {
         let tp = tables[name];
         let stopped = || ctx.stop.load(Ordering::Relaxed);
         let Some(write) = ctx.tracker.wait_applicable(name, &stopped).await? else {
             return Ok(None);
         };
-        keys_total += keys.len() as u64;
-        let (rows, deletes) = reread(ctx, conns, tp, &write, limits, &keys).await.map_err(|e| e.in_table(name))?;
-        writes.push(TableWrite { tp, write, rows, deletes });
+        total += keys.len() as u64;
+        apply_table(ctx, conns, tp, &write, limits, keys).await.map_err(|e| e.in_table(name))?;
     }
-    let fetch_ms = fetch_started.elapsed().as_millis() as u64;
-    Ok(Some(Prepared { batch, tables: writes, keys: keys_total, may_end, read_ms, fetch_ms }))
+    Ok(Some(total))
 }
 
-/// Re-reads `keys` of one table: the fitted rows to upsert and the target keys to
-/// delete.
-async fn reread(
+/// Re-reads `keys` of one table and applies what it finds in one transaction.
+async fn apply_table(
     ctx: &SyncContext,
-    conns: &mut ReadSide,
+    conns: &mut Conns,
     tp: &TablePlan,
     write: &pontoon_core::TableSchema,
     limits: &Limits,
-    keys: &[Vec<Value>],
-) -> Result<(Vec<Row>, Vec<Vec<Value>>)> {
+    keys: Vec<Vec<Value>>,
+) -> Result<()> {
+    let fetch_started = Instant::now();
     let mut backoff = ctx.retry.backoff();
     let rows = loop {
-        match async { conns.reader(ctx).await?.fetch_keys(&tp.scan, keys).await }.await {
+        match async { conns.reader(ctx).await?.fetch_keys(&tp.scan, &keys).await }.await {
             Ok(rows) => break rows,
             Err(e) => {
                 conns.reader = None;
@@ -388,7 +320,7 @@ async fn reread(
             }
         }
     };
-    let (rows, deletes) = split_found(tp, rows, keys);
+    let (rows, deletes) = split_found(tp, rows, &keys);
     let rows = fit_rows(rows, tp, write, limits)?;
     let deletes = deletes
         .into_iter()
@@ -400,26 +332,24 @@ async fn reread(
                 .map_err(|e| e.at_key(key.clone()))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok((rows, deletes))
-}
-
-/// Writes a prepared batch, one target transaction per table.
-async fn write(ctx: &SyncContext, conns: &mut WriteSide, p: &Prepared<'_>) -> Result<()> {
-    for t in &p.tables {
-        let version = version_target_column(t.tp);
-        let mut backoff = ctx.retry.backoff();
-        loop {
-            let attempt = async { conns.writer(ctx).await?.apply(&t.write, &t.rows, &t.deletes, version).await }.await;
-            match attempt {
-                Ok(_) => break,
-                Err(e) => {
-                    conns.writer = None;
-                    backoff.retry_after("apply changes", e).await.map_err(|e| e.in_table(&t.tp.scan.table))?;
-                }
+    let version = version_target_column(tp);
+    let fetch_ms = fetch_started.elapsed().as_millis() as u64;
+    let write_started = Instant::now();
+    let mut backoff = ctx.retry.backoff();
+    loop {
+        let attempt = async { conns.writer(ctx).await?.apply(write, &rows, &deletes, version).await }.await;
+        match attempt {
+            Ok(_) => {
+                let write_ms = write_started.elapsed().as_millis() as u64;
+                tracing::debug!(table = %tp.scan.table, keys = keys.len(), fetch_ms, write_ms, "table applied");
+                return Ok(());
+            }
+            Err(e) => {
+                conns.writer = None;
+                backoff.retry_after("apply changes", e).await?;
             }
         }
     }
-    Ok(())
 }
 
 /// Splits a re-read into the rows to upsert (one per key) and the requested keys
@@ -450,7 +380,7 @@ fn version_target_column(tp: &TablePlan) -> Option<&str> {
         .map(|p| tp.wanted.columns[p].name.as_str())
 }
 
-async fn release(conns: &mut ReadSide, upto: &Position) {
+async fn release(conns: &mut Conns, upto: &Position) {
     if let Some(c) = conns.capture.as_deref_mut()
         && let Err(e) = c.release(upto).await
     {
@@ -460,7 +390,7 @@ async fn release(conns: &mut ReadSide, upto: &Position) {
     }
 }
 
-async fn measure_lag(ctx: &SyncContext, conns: &mut ReadSide, batch: &CaptureBatch, caught_up: bool) {
+async fn measure_lag(ctx: &SyncContext, conns: &mut Conns, batch: &CaptureBatch, caught_up: bool) {
     let now_micros = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
     let seconds =
         if caught_up { Some(0.0) } else { batch.committed_at_micros.map(|t| ((now_micros - t) as f64 / 1e6).max(0.0)) };

@@ -621,12 +621,6 @@ impl Writer for FakeConnector {
 
 #[async_trait]
 impl Capture for FakeConnector {
-    /// Like the trigger and binlog captures: the syncer reads the next batch while it
-    /// writes the current one, so the model covers that interleaving too.
-    fn reads_ahead(&self) -> bool {
-        true
-    }
-
     async fn preflight(&mut self, tables: &[CaptureTable], _copy_seconds: u64) -> Result<()> {
         // not retried by the engine (a failed preflight ends the run): no injected fault
         self.chaos.pause().await;

@@ -185,11 +185,6 @@ fn stream_server_id(job: &str, source_id: u64) -> u32 {
 
 #[async_trait]
 impl Capture for BinlogCapture {
-    /// The stream goes on from where the last read stopped; release does nothing.
-    fn reads_ahead(&self) -> bool {
-        true
-    }
-
     async fn preflight(&mut self, tables: &[CaptureTable], copy_seconds: u64) -> Result<()> {
         let mut conn = self.control().await?;
         let result = problems(&mut conn, &self.connector.database, tables, copy_seconds).await;

@@ -1184,12 +1184,6 @@ async fn privilege_problems(conn: &mut Conn, db: &str, log: &str, tables: &[Capt
 
 #[async_trait]
 impl Capture for TriggerCapture {
-    /// Queue semantics: a read returns rows not returned yet; release deletes only
-    /// rows returned up to its position.
-    fn reads_ahead(&self) -> bool {
-        true
-    }
-
     async fn preflight(&mut self, tables: &[CaptureTable], _copy_seconds: u64) -> Result<()> {
         // the log is kept until released: no retention to compare with the copy time
         let mut conn = self.take_conn().await?;

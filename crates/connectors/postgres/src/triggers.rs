@@ -1079,12 +1079,6 @@ async fn table_problems(client: &Client, names: &Names, role: &str, t: &CaptureT
 
 #[async_trait]
 impl Capture for TriggerCapture {
-    /// Queue semantics: a read returns rows not returned yet; release deletes only
-    /// rows returned up to its position.
-    fn reads_ahead(&self) -> bool {
-        true
-    }
-
     /// Every refusal at once: the schema's CREATE privilege; per table that it exists,
     /// has a primary key (or unique NOT NULL key) that is the job's key, of types the
     /// capture can log, and the TRIGGER and SELECT privileges. A trigger log keeps

@@ -479,12 +479,6 @@ fn table_problems(conn: &Connection, names: &Names, t: &CaptureTable, out: &mut 
 
 #[async_trait]
 impl Capture for TriggerCapture {
-    /// Queue semantics: a read returns rows not returned yet; release deletes only
-    /// rows returned up to its position.
-    fn reads_ahead(&self) -> bool {
-        true
-    }
-
     /// Refuses: a database pontoon cannot write (triggers and a log table are
     /// installed), a missing table, a table without a primary key, a key column that
     /// does not exist, a trigger of another owner with one of this job's names. A
