@@ -41,7 +41,6 @@ const LAG_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub struct SyncProgress {
     pub events: AtomicU64,
-    pub batches: AtomicU64,
     /// Last measured backlog in events (`u64::MAX`: unknown).
     pub behind_events: AtomicU64,
     /// Last measured lag in milliseconds (`-1`: unknown).
@@ -149,7 +148,6 @@ pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
         events_total += n;
         batches_total += u64::from(n > 0);
         ctx.progress.events.fetch_add(n, Ordering::Relaxed);
-        ctx.progress.batches.fetch_add(u64::from(n > 0), Ordering::Relaxed);
         if n > 0 {
             tracing::debug!(
                 events = n,
