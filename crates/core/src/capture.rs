@@ -123,7 +123,10 @@ pub trait Capture: Send {
     async fn start(&mut self, tables: &[CaptureTable]) -> Result<Position>;
 
     /// Changes committed after `from`: at most about `max_events`, waiting at most
-    /// `wait` when there are none yet.
+    /// `wait` when there are none yet. Together with the engine's
+    /// [`crate::Reader::fetch_keys`], a change returned is seen by a re-read that
+    /// starts after `read` returns (PostgreSQL: the capture waits until its
+    /// transactions are visible; MariaDB: the re-read locks).
     async fn read(&mut self, from: &Position, max_events: usize, wait: Duration) -> Result<CaptureBatch>;
 
     /// Changes up to `upto` are applied and checkpointed: the source may drop them.

@@ -85,6 +85,42 @@ pub fn pontoon_bin() -> PathBuf {
     bin
 }
 
+/// Threads spinning on every core until dropped: they take the CPU from server threads
+/// at random moments, as a loaded machine does, which widens race windows inside the
+/// servers (for tests that must see such a race handled).
+#[derive(Debug)]
+pub struct BusyCpu {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BusyCpu {
+    pub fn start(threads: usize) -> BusyCpu {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                    }
+                })
+            })
+            .collect();
+        BusyCpu { stop, threads }
+    }
+}
+
+impl Drop for BusyCpu {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A child process killed (and reaped) when dropped: a test that fails midway does
 /// not leave a background `pontoon run` syncing, or a load generator writing.
 #[derive(Debug)]

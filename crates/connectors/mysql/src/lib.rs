@@ -178,7 +178,11 @@ impl Connector for MysqlConnector {
     }
 
     async fn reader(&self) -> Result<Box<dyn Reader>> {
-        let conn = self.connect().await?;
+        let mut conn = self.connect().await?;
+        // Every read is one autocommit statement, so this changes nothing for scans;
+        // for the locking re-reads of `fetch_keys` it means record locks only, no gap
+        // locks that would hold back the application's inserts.
+        conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await.map_err(error::map)?;
         Ok(Box::new(MysqlReader::new(conn, self.database.clone())))
     }
 

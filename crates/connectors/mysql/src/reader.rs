@@ -183,8 +183,13 @@ impl Reader for MysqlReader {
         let names: Vec<String> = scan.select.iter().map(|i| item_name(&i.expr)).collect();
         let mut rows = Vec::new();
         for chunk in keys.chunks(MAX_FETCH_KEYS) {
+            // A locking read: MariaDB sends a transaction's binlog events before InnoDB
+            // makes it visible, so a plain re-read right after the event may still see
+            // the row as it was (a lost update). A shared lock waits for the writer
+            // holding the row (or the key it is inserting) and reads the committed
+            // version. The locks are released when the statement ends.
             let sql = format!(
-                "SELECT {} FROM {}{}",
+                "SELECT {} FROM {}{} LOCK IN SHARE MODE",
                 select_list(&scan.select),
                 quote(&scan.table),
                 keys_where_clause(scan, chunk)

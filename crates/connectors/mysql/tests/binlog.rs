@@ -9,7 +9,7 @@ use pontoon_core::{
     ColumnType, Connector, ErrorKind, KeyRange, Position, ScanSpec, SecretUrl, SelectExpr, SelectItem, Value,
 };
 use pontoon_mysql::MysqlConnector;
-use pontoon_testsupport::{MariaDbServer, TestDb, mysql_db};
+use pontoon_testsupport::{BusyCpu, MariaDbServer, TestDb, mysql_db};
 
 fn connector(db: &TestDb) -> MysqlConnector {
     MysqlConnector::new(&SecretUrl::new(db.url.clone())).expect("valid URL")
@@ -612,4 +612,75 @@ async fn preflight_names_every_wrong_server_setting_at_once() {
     let e = cap.start(&t).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Config);
     assert!(e.to_string().contains("log_bin is OFF"), "{e}");
+}
+
+/// MariaDB writes a transaction to the binlog (and may send it to us) before InnoDB makes
+/// it visible. The sync re-reads every key it is told about at once, so a re-read must
+/// not see the row as it was before the change: an insert just reported must be found,
+/// a delete just reported must be gone. Many concurrent writers and busy CPUs (the
+/// group commit leader preempted between the two steps) widen the window; without the
+/// locking re-read, this test saw stale rows in half of its runs.
+#[tokio::test]
+async fn a_change_read_from_the_binlog_is_seen_by_an_immediate_reread() {
+    use mysql_async::prelude::Queryable;
+    let db = mysql_db();
+    db.sql("CREATE TABLE t (id bigint PRIMARY KEY, v int)");
+    let t = tables(&db, &["t"]).await;
+    let mut cap = native(&db);
+    let p0 = cap.start(&t).await.unwrap();
+    let scan = ScanSpec {
+        table: "t".into(),
+        select: vec![SelectItem { expr: SelectExpr::Column("id".into()), ty: ColumnType::I64 }],
+        key: vec!["id".into()],
+        key_types: vec![ColumnType::I64],
+        filter: None,
+        partition: None,
+    };
+    let mut reader = connector(&db).reader().await.unwrap();
+
+    const WRITERS: i64 = 16;
+    const ROWS: i64 = 600;
+    let _busy = BusyCpu::start(4);
+    let pool = mysql_async::Pool::new(db.url.as_str());
+    let mut stale = Vec::new();
+    let mut at = p0;
+    // all inserts, then (once every insert was read) all deletes: a row found or
+    // missing can then only be older than the event, never newer
+    for sql in ["INSERT INTO t VALUES (?, 0)", "DELETE FROM t WHERE id = ?"] {
+        let mut writers = Vec::new();
+        for w in 0..WRITERS {
+            let pool = pool.clone();
+            writers.push(tokio::spawn(async move {
+                let mut conn = pool.get_conn().await.unwrap();
+                for i in 0..ROWS {
+                    conn.exec_drop(sql, (w * 1_000_000 + i,)).await.unwrap();
+                }
+            }));
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut seen = 0;
+        while seen < (WRITERS * ROWS) as usize {
+            assert!(Instant::now() < deadline, "only {seen} events arrived");
+            let batch = cap.read(&at, 50, Duration::from_millis(20)).await.unwrap();
+            at.advance_to(batch.position.clone()).unwrap();
+            seen += batch.events.len();
+            let keys: Vec<Vec<Value>> = batch.events.iter().map(|e| e.key.clone()).collect();
+            let found = reader.fetch_keys(&scan, &keys).await.unwrap();
+            for e in &batch.events {
+                if (e.op == ChangeOp::Delete) == found.iter().any(|r| r[0] == e.key[0]) {
+                    stale.push((e.key[0].clone(), e.op));
+                }
+            }
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+    }
+    pool.disconnect().await.unwrap();
+    assert!(
+        stale.is_empty(),
+        "{} re-reads saw the row as it was before the reported change: {:?}",
+        stale.len(),
+        &stale[..stale.len().min(10)]
+    );
 }

@@ -60,7 +60,19 @@ const FINGERPRINT_TAG: &str = "pontoon fingerprint";
 /// One poll: whole transactions from the slot's position until `$2` rows
 /// (`upto_nchanges`), in wal2json's format 2 with commit LSNs and times.
 const PEEK_SQL: &str = "SELECT data FROM pg_catalog.pg_logical_slot_peek_changes($1, NULL, $2, \
-     'format-version', '2', 'include-timestamp', '1', 'include-lsn', '1', 'include-types', '0', 'add-tables', $3)";
+     'format-version', '2', 'include-timestamp', '1', 'include-lsn', '1', 'include-xids', '1', \
+     'include-types', '0', 'add-tables', $3)";
+
+/// How many of the transaction ids `$1` (32-bit, recent) a new snapshot does not see
+/// yet. The full id takes the epoch of the snapshot's `xmax`, or the one before when
+/// the id is above `xmax`'s low half (it was assigned before the wraparound).
+const NOT_VISIBLE_SQL: &str = "SELECT count(*)::int8 FROM pg_catalog.pg_current_snapshot() s, \
+     LATERAL (SELECT pg_catalog.pg_snapshot_xmax(s)::text::int8 AS xmax) m, unnest($1::int8[]) x \
+     WHERE NOT pg_catalog.pg_visible_in_snapshot(\
+       ((((m.xmax >> 32) - (x >= (m.xmax & 4294967295))::int) << 32) | x)::text::xid8, s)";
+
+/// How long a decoded transaction may take to become visible before the read fails.
+const VISIBLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The replication slot of a job.
 pub fn slot_name(job: &str) -> String {
@@ -583,6 +595,7 @@ impl Capture for Wal2JsonCapture {
             }
             let full = rows >= limit as usize;
             let got = assembler.finish();
+            wait_visible(client, &got.xids).await.map_err(|e| with_slot(e, &slot))?;
             let batch = CaptureBatch {
                 events: got.events,
                 position: Position::PgLsn { lsn: got.position },
@@ -1009,6 +1022,8 @@ struct Change<'a> {
     timestamp: Option<&'a str>,
     #[serde(default)]
     nextlsn: Option<&'a str>,
+    #[serde(default)]
+    xid: Option<u32>,
     #[serde(borrow, default)]
     schema: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -1035,6 +1050,37 @@ struct Assembled {
     position: u64,
     ddl: Option<DdlEvent>,
     committed_at_micros: Option<i64>,
+    /// The ids of the transactions the events come from.
+    xids: Vec<u32>,
+}
+
+/// Waits until a new snapshot sees every transaction in `xids`. PostgreSQL flushes a
+/// commit record (and so lets it be decoded) before the transaction leaves the list of
+/// running ones; the syncer re-reads the rows of a batch at once, and a re-read that
+/// still saw the row as it was would lose the change. The wait is usually nothing.
+async fn wait_visible(client: &Client, xids: &[u32]) -> Result<()> {
+    if xids.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = xids.iter().map(|&x| i64::from(x)).collect();
+    let started = Instant::now();
+    loop {
+        let row = client
+            .query_one(NOT_VISIBLE_SQL, &[&ids])
+            .await
+            .map_err(pg_err("waiting for decoded transactions to become visible"))?;
+        let waiting: i64 = row.get(0);
+        if waiting == 0 {
+            return Ok(());
+        }
+        if started.elapsed() > VISIBLE_TIMEOUT {
+            return Err(Error::internal(format!(
+                "{waiting} decoded transactions were still not visible after {} s",
+                VISIBLE_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// The action of a row, read from its start (wal2json writes `action` first).
@@ -1067,6 +1113,7 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
 #[derive(Default)]
 struct Txn {
     end: u64,
+    xid: Option<u32>,
     skip: bool,
     committed_at_micros: Option<i64>,
     events: Vec<ChangeEvent>,
@@ -1117,7 +1164,7 @@ impl<'w> Assembler<'w> {
                 let skip = end <= self.from;
                 let committed_at_micros =
                     if skip { None } else { change.timestamp.and_then(|ts| pg_timestamp(ts, true).ok()) };
-                self.txn = Some(Txn { end, skip, committed_at_micros, ..Txn::default() });
+                self.txn = Some(Txn { end, xid: change.xid, skip, committed_at_micros, ..Txn::default() });
             }
             b'C' => {
                 let Some(t) = self.txn.take() else { return Ok(()) };
@@ -1125,6 +1172,12 @@ impl<'w> Assembler<'w> {
                     return Ok(());
                 }
                 let out = &mut self.out;
+                if !t.events.is_empty() {
+                    let xid = t.xid.ok_or_else(|| {
+                        Error::internal("wal2json sent a BEGIN without the transaction id (option include-xids)")
+                    })?;
+                    out.xids.push(xid);
+                }
                 if let Some((table, statement)) = t.ddl {
                     out.events.extend(t.events);
                     out.ddl = Some(DdlEvent { table, statement, position: Position::PgLsn { lsn: t.end } });
@@ -1526,8 +1579,10 @@ mod tests {
         }
     }
 
+    /// A BEGIN whose transaction id is its commit's LSN (low half).
     fn begin(end: &str) -> String {
-        format!(r#"{{"action":"B","timestamp":"2024-01-02 03:04:05.5+00","lsn":"0/1","nextlsn":"{end}"}}"#)
+        let xid = parse_lsn(end).unwrap() as u32;
+        format!(r#"{{"action":"B","xid":{xid},"timestamp":"2024-01-02 03:04:05.5+00","lsn":"0/1","nextlsn":"{end}"}}"#)
     }
 
     fn commit(end: &str) -> String {
@@ -1561,8 +1616,9 @@ mod tests {
         assert_eq!(keys(&a), [("orders".to_string(), vec![Value::Int(2)], ChangeOp::Insert)]);
         assert_eq!(a.position, 0x20);
         assert_eq!(a.committed_at_micros, Some(micros(2024, 1, 2, 3, 4, 5, 500_000)));
+        assert_eq!(a.xids, [0x20], "only the delivered transaction is waited for");
         let a = run(&rows, 0x20, 100);
-        assert!(a.events.is_empty());
+        assert!(a.events.is_empty() && a.xids.is_empty());
         assert_eq!(a.position, 0x20);
     }
 

@@ -11,7 +11,7 @@ use pontoon_core::{
     Connector, ErrorKind, KeyRange, Position, Reader, ScanSpec, SecretUrl, SelectExpr, SelectItem, Value,
 };
 use pontoon_postgres::{PgConnector, Wal2JsonCapture};
-use pontoon_testsupport::{PgServer, TestDb, pg_db};
+use pontoon_testsupport::{BusyCpu, PgServer, TestDb, pg_db};
 
 fn connector(url: &str) -> PgConnector {
     PgConnector::new(&SecretUrl::new(url)).expect("valid URL")
@@ -745,4 +745,74 @@ async fn a_slot_whose_wal_was_removed_is_refused() {
     assert!(err.to_string().contains("pontoon cleanup"), "{err}");
     let removed = restarted.cleanup().await.unwrap();
     assert!(removed.contains(&format!("replication slot {}", slot_of(&db))), "{removed:?}");
+}
+
+/// PostgreSQL writes (and flushes) a commit record before the transaction leaves the
+/// list of running ones, so logical decoding can hand out a transaction that a new
+/// snapshot does not see yet. The sync re-reads every key it is told about at once:
+/// an insert just reported must be found, a delete just reported must be gone. Many
+/// concurrent writers and busy CPUs widen the window.
+#[tokio::test]
+async fn a_change_read_from_the_slot_is_seen_by_an_immediate_reread() {
+    let db = pg_db();
+    let _slot = SlotGuard(&db);
+    db.sql("CREATE TABLE t (id bigint PRIMARY KEY, v int)");
+    let t = tables(&db, &["t"]).await;
+    let mut cap = capture(&db);
+    let p0 = cap.start(&t).await.unwrap();
+    let scan = ScanSpec {
+        table: "t".into(),
+        select: vec![SelectItem { expr: SelectExpr::Column("id".into()), ty: pontoon_core::ColumnType::I64 }],
+        key: vec!["id".into()],
+        key_types: vec![pontoon_core::ColumnType::I64],
+        filter: None,
+        partition: None,
+    };
+    let mut reader = connector(&db.url).connect_reader().await.unwrap();
+
+    const WRITERS: i64 = 16;
+    const ROWS: i64 = 250;
+    let _busy = BusyCpu::start(4);
+    let mut stale = Vec::new();
+    let mut at = p0;
+    // all inserts, then (once every insert was read) all deletes: a row found or
+    // missing can then only be older than the event, never newer
+    for sql in ["INSERT INTO t VALUES ($1, 0)", "DELETE FROM t WHERE id = $1"] {
+        let mut writers = Vec::new();
+        for w in 0..WRITERS {
+            let url = db.url.clone();
+            writers.push(tokio::spawn(async move {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(conn);
+                for i in 0..ROWS {
+                    client.execute(sql, &[&(w * 1_000_000 + i)]).await.unwrap();
+                }
+            }));
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut seen = 0;
+        while seen < (WRITERS * ROWS) as usize {
+            assert!(Instant::now() < deadline, "only {seen} events arrived");
+            let batch = cap.read(&at, 50, Duration::from_millis(20)).await.unwrap();
+            at = batch.position.clone();
+            seen += batch.events.len();
+            let keys: Vec<Vec<Value>> = batch.events.iter().map(|e| e.key.clone()).collect();
+            let found = reader.fetch_keys(&scan, &keys).await.unwrap();
+            for e in &batch.events {
+                if (e.op == ChangeOp::Delete) == found.iter().any(|r| r[0] == e.key[0]) {
+                    stale.push((e.key[0].clone(), e.op));
+                }
+            }
+            cap.release(&at).await.unwrap();
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "{} re-reads saw the row as it was before the reported change: {:?}",
+        stale.len(),
+        &stale[..stale.len().min(10)]
+    );
 }
