@@ -116,16 +116,39 @@ pub trait Reader: Send {
         Ok(None)
     }
 
+    /// An order-independent digest of the rows whose key lies in `range` (within the
+    /// scan's filter and partition), computed by the database itself: verify's fast
+    /// path compares these per chunk and fetches rows only where they differ.
+    /// Contract: two databases of the same engine whose rows in the range hold equal
+    /// values under columns of the same types give equal checksums, whatever the
+    /// tables and column names; any difference (a missing or extra row, a changed
+    /// value, NULL against an empty string, a float's last bit) changes `rows` or,
+    /// with overwhelming probability, `hash`. `Ok(None)` when the engine cannot, or the
+    /// scan selects SQL expressions.
+    async fn checksum(&mut self, _scan: &ScanSpec, _range: &KeyRange) -> Result<Option<Checksum>> {
+        Ok(None)
+    }
+
     /// The current rows whose key is one of `keys` (source key values, in
     /// `ScanSpec::key` order, decoded as `scan` decodes `key_types`) and that pass the
     /// scan's `filter` and `partition`, with the columns of `ScanSpec::select`, in any
     /// order. A key without such a row is simply absent from the result. One
     /// statement (or a few, for very many keys), read-only; the sync re-reads changed
-    /// rows through it (DESIGN.md, correctness rule 2).
+    /// rows through it (DESIGN.md, correctness rule 2). It must see every change a
+    /// capture of the same engine has returned before the call (MariaDB: a locking
+    /// read waits for a transaction already in the binlog; docs/design-sync.md).
     async fn fetch_keys(&mut self, scan: &ScanSpec, _keys: &[Vec<Value>]) -> Result<Vec<Row>> {
         Err(crate::Error::new(crate::ErrorKind::Unsupported, "this engine cannot fetch rows by key")
             .in_table(scan.table.clone()))
     }
+}
+
+/// A key range's row count and order-independent hash, as one database computed it
+/// ([`Reader::checksum`]); only comparable with one from the same engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checksum {
+    pub rows: u64,
+    pub hash: u64,
 }
 
 /// Rows in an engine's own bulk format (PostgreSQL: a complete binary `COPY` stream,

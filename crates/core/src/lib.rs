@@ -16,7 +16,7 @@ pub mod scan;
 pub mod schema;
 pub mod value;
 
-pub use connector::{Connector, RawRows, Reader, SecretUrl, Writer};
+pub use connector::{Checksum, Connector, RawRows, Reader, SecretUrl, Writer};
 pub use convert::Limits;
 pub use error::{Error, ErrorKind, Result, redact_url};
 pub use position::Position;
