@@ -15,6 +15,7 @@ use pontoon_engine::progress::{Phase, Progress};
 use pontoon_engine::state::SyncRecord;
 use pontoon_engine::status::TableStatus;
 use pontoon_engine::sync::SyncProgress;
+use pontoon_engine::verify::VerifyReport;
 use tokio::sync::oneshot;
 
 pub fn print_plan(tables: &[PlanTableReport], job: &Job) {
@@ -77,6 +78,37 @@ pub fn print_copy(r: &CopyReport) {
     }
     let rate = if r.seconds > 0.0 { r.rows as f64 / r.seconds } else { 0.0 };
     println!("copied {} rows in {:.1}s ({:.0} rows/s)", r.rows, r.seconds, rate);
+}
+
+pub fn print_verify(r: &VerifyReport) {
+    if r.resumed {
+        println!("continuing the interrupted verify after its last compared chunk");
+    }
+    for t in &r.tables {
+        let by_checksum =
+            if t.chunks_by_checksum > 0 { format!(", {} by checksum", t.chunks_by_checksum) } else { String::new() };
+        println!(
+            "{} -> {}: {} rows compared in {} chunks{}: {} missing in target, {} extra in target, {} changed",
+            t.table, t.target, t.rows_compared, t.chunks, by_checksum, t.missing, t.extra, t.changed
+        );
+    }
+    for round in &r.rounds {
+        println!(
+            "repair round {}: {} keys copied again, {} differences left",
+            round.round, round.repaired_keys, round.differences_left
+        );
+    }
+    if let Some(e) = &r.alert_error {
+        eprintln!("warning: the webhook was not notified: {e}");
+    }
+    match (r.found, r.differences) {
+        (0, _) => println!("{} rows compared: no differences", r.rows_compared),
+        (found, 0) => println!(
+            "{} rows compared: {found} differences found, all repaired (details: {})",
+            r.rows_compared, r.report
+        ),
+        (_, left) => println!("{} rows compared: {left} differences (details: {})", r.rows_compared, r.report),
+    }
 }
 
 pub fn print_status(tables: &[TableStatus]) {

@@ -21,6 +21,7 @@ use pontoon_engine::run::{RunReport, start_capture};
 use pontoon_engine::state::{JobLock, StateStore};
 use pontoon_engine::sync::{SyncProgress, Until};
 use pontoon_engine::track::CopyTracker;
+use pontoon_engine::verify::{VerifyContext, VerifyOptions, verify};
 use pontoon_engine::{connect, demo, status};
 use serde_json::json;
 
@@ -66,6 +67,25 @@ enum Command {
     Cleanup { job: PathBuf },
     /// Show what has been copied, per table and per partition, and where the sync stands.
     Status { job: PathBuf },
+    /// Compare the source (through the mapping) with the target field by field; record each
+    /// difference in the state store and the report file. Exit code 3 when differences remain.
+    /// Resumable: run again after an interruption to continue.
+    Verify {
+        job: PathBuf,
+        /// Only this table (source or target name).
+        #[arg(long)]
+        table: Option<String>,
+        /// Only this partition value of the table's `partition_by` (needs --table).
+        #[arg(long)]
+        partition: Option<String>,
+        /// Re-copy every differing key from the source and verify it again, round after
+        /// round, until nothing differs or `[verify] rounds` is reached.
+        #[arg(long)]
+        repair: bool,
+        /// The report file (JSON lines); default `<job>.verify.jsonl` beside the job file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Build a sample shop on embedded SQLite and migrate it (no server needed).
     Demo {
         /// Where the demo databases go.
@@ -133,6 +153,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Run { job, workers, drain } => cmd_run(&job, workers, drain, cli.json).await,
         Command::Cleanup { job } => cmd_cleanup(&job, cli.json).await,
         Command::Status { job } => cmd_status(&job, cli.json),
+        Command::Verify { job, table, partition, repair, report } => {
+            let options = VerifyOptions { table, partition, repair };
+            cmd_verify(&job, options, report, cli.json).await
+        }
         Command::Demo { dir, scale } => cmd_demo(&dir, scale, cli.json).await,
     }
 }
@@ -305,6 +329,64 @@ fn spawn_signal_handler(stop: Arc<AtomicBool>, what: &'static str) {
         let _ = tokio::signal::ctrl_c().await;
         std::process::exit(130);
     });
+}
+
+async fn cmd_verify(path: &Path, options: VerifyOptions, report: Option<PathBuf>, json: bool) -> Result<u8, Failure> {
+    let job = load_job(path)?;
+    let s = sides(&job)?;
+    let state_path = job.state_path();
+    let _verify_lock = JobLock::acquire_verify(&state_path)?;
+    // The job's own lock tells whether a sync runs meanwhile: then differing keys are
+    // checked again once the sync has passed them, and repairs wait for it to stop
+    // (a repair writing beside the sync could put back a row the sync just replaced).
+    let (job_lock, live) = match JobLock::acquire(&state_path) {
+        Ok(lock) => (Some(lock), false),
+        Err(e) if e.kind() == ErrorKind::Config => (None, true),
+        Err(e) => return Err(e.into()),
+    };
+    let state = Arc::new(StateStore::open(&state_path)?);
+    if live {
+        let syncing = state.sync()?.is_some_and(|s| s.state == "running");
+        if !syncing {
+            return Err(Failure {
+                code: 1,
+                message: "a pontoon copy of this job is running: verify once it has finished".into(),
+            });
+        }
+        if options.repair {
+            return Err(Failure {
+                code: 1,
+                message: "a pontoon run is syncing this job: stop it before `verify --repair` (the repair \
+                          and the sync would write the same rows), then start it again"
+                    .into(),
+            });
+        }
+    }
+    let plan = plan(&job, s.source.as_ref(), s.target.as_ref()).await?;
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "job".into());
+    let ctx = VerifyContext {
+        source: s.source.clone(),
+        target: s.target.clone(),
+        state,
+        settings: job.verify.clone(),
+        retry: RetryPolicy::default(),
+        stop: Arc::new(AtomicBool::new(false)),
+        report_path: report.unwrap_or_else(|| job.base_dir.join(format!("{stem}.verify.jsonl"))),
+        live,
+        job_name: stem,
+    };
+    spawn_signal_handler(ctx.stop.clone(), "finishing the chunk in hand");
+    let result = verify(&ctx, &plan, &options).await?;
+    drop(job_lock);
+    display::print_verify(&result);
+    if json {
+        println!("{}", serde_json::to_string(&result).unwrap_or_default());
+    }
+    if result.stopped {
+        eprintln!("interrupted: run the same command again to continue after the last compared chunk");
+        return Ok(1);
+    }
+    Ok(if result.differences > 0 { 3 } else { 0 })
 }
 
 fn cmd_status(path: &Path, json: bool) -> Result<u8, Failure> {

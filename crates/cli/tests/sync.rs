@@ -362,7 +362,7 @@ fn sigkill(child: &mut Child) {
 }
 
 /// The whole scenario for one engine pair and capture mode.
-fn online_migration(source: Kind, target: Kind, capture: &str) {
+fn online_migration(source: Kind, target: Kind, capture: &str, verify_live: bool) {
     let dir = temp_dir("pontoon-sync");
     let src = make_source(source, dir.path());
     let dst = make_target(target);
@@ -397,9 +397,30 @@ fn online_migration(source: Kind, target: Kind, capture: &str) {
     wait_for("sync batches after the copy", 120, &log, &mut run, || synced_batches(dir.path()) >= batches + 3);
     sigkill(&mut run);
 
-    // 3. run again, stop the load, drain, stop with SIGTERM
+    // 3. run again, (verify while the load runs and the sync follows it), stop the
+    // load, drain, stop with SIGTERM
     let mut run = spawn_run(&job, &log);
     std::thread::sleep(Duration::from_secs(2));
+    if verify_live {
+        let out = Command::new(env!("CARGO_BIN_EXE_pontoon"))
+            .args(["verify", job.to_str().unwrap(), "--json"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "verify under load reported differences or failed:\n{stdout}\n{}\nreport: {}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(dir.path().join("job.verify.jsonl")).unwrap_or_default()
+        );
+        let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(report["differences"], 0);
+        assert!(report["rows_compared"].as_u64().unwrap() > rows() / 2, "{report}");
+        eprintln!("verify under load: {}", report["tables"]);
+        assert!(run.try_wait().unwrap().is_none(), "the sync stopped during verify:\n{}", log_tail(&log));
+    }
     stop_load(load);
     insert_marker(source, &src);
     wait_for("the drain", 300, &log, &mut run, || target_has_marker(target, &dst, table, key));
@@ -446,46 +467,46 @@ fn online_migration(source: Kind, target: Kind, capture: &str) {
 }
 
 #[test]
-fn pg_to_pg_native_under_pgbench_with_kills() {
-    online_migration(Kind::Pg, Kind::Pg, "native");
+fn pg_to_pg_native_under_pgbench_with_kills_and_a_live_verify() {
+    online_migration(Kind::Pg, Kind::Pg, "native", true);
 }
 
 #[test]
 fn pg_to_pg_triggers_under_pgbench_with_kills() {
-    online_migration(Kind::Pg, Kind::Pg, "triggers");
+    online_migration(Kind::Pg, Kind::Pg, "triggers", false);
 }
 
 #[test]
 fn pg_to_mariadb_native_under_pgbench_with_kills() {
-    online_migration(Kind::Pg, Kind::My, "native");
+    online_migration(Kind::Pg, Kind::My, "native", false);
 }
 
 #[test]
 fn pg_to_mariadb_triggers_under_pgbench_with_kills() {
-    online_migration(Kind::Pg, Kind::My, "triggers");
+    online_migration(Kind::Pg, Kind::My, "triggers", false);
 }
 
 #[test]
 fn mariadb_to_mariadb_native_under_sysbench_with_kills() {
-    online_migration(Kind::My, Kind::My, "native");
+    online_migration(Kind::My, Kind::My, "native", false);
 }
 
 #[test]
 fn mariadb_to_mariadb_triggers_under_sysbench_with_kills() {
-    online_migration(Kind::My, Kind::My, "triggers");
+    online_migration(Kind::My, Kind::My, "triggers", false);
 }
 
 #[test]
-fn mariadb_to_pg_native_under_sysbench_with_kills() {
-    online_migration(Kind::My, Kind::Pg, "native");
+fn mariadb_to_pg_native_under_sysbench_with_kills_and_a_live_verify() {
+    online_migration(Kind::My, Kind::Pg, "native", true);
 }
 
 #[test]
 fn mariadb_to_pg_triggers_under_sysbench_with_kills() {
-    online_migration(Kind::My, Kind::Pg, "triggers");
+    online_migration(Kind::My, Kind::Pg, "triggers", false);
 }
 
 #[test]
 fn sqlite_to_pg_triggers_under_a_writer_with_kills() {
-    online_migration(Kind::Lite, Kind::Pg, "triggers");
+    online_migration(Kind::Lite, Kind::Pg, "triggers", false);
 }

@@ -71,6 +71,39 @@ pub struct SyncSettings {
     pub capture_line: usize,
 }
 
+/// `[verify]`: how `pontoon verify` compares and repairs. `Debug` shows the webhook's
+/// scheme and host only (its path often holds a token).
+#[derive(Clone, PartialEq)]
+pub struct VerifySettings {
+    /// Rows per compared chunk.
+    pub chunk_rows: u64,
+    /// Most repair rounds of `verify --repair`.
+    pub rounds: u32,
+    /// Receives a JSON summary when differences are found (may hold a token: never
+    /// shown whole).
+    pub webhook: Option<String>,
+    /// Incremental verify: the share of keys applied by the sync that are compared on
+    /// both sides shortly afterwards (0 = off, 1 = every key; `changes = true` is 1).
+    pub changes: f64,
+}
+
+impl fmt::Debug for VerifySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifySettings")
+            .field("chunk_rows", &self.chunk_rows)
+            .field("rounds", &self.rounds)
+            .field("webhook", &self.webhook.as_deref().map(crate::alert::shown))
+            .field("changes", &self.changes)
+            .finish()
+    }
+}
+
+impl Default for VerifySettings {
+    fn default() -> Self {
+        VerifySettings { chunk_rows: 10_000, rounds: 5, webhook: None, changes: 0.0 }
+    }
+}
+
 /// A job id made of `[a-z0-9_]`, 1 to 40 characters, from any name.
 pub fn job_id(name: &str) -> String {
     let mut id: String =
@@ -152,6 +185,7 @@ pub struct Job {
     state_file: PathBuf,
     pub copy: CopySettings,
     pub sync: SyncSettings,
+    pub verify: VerifySettings,
     /// Empty: every source table with a primary key, same names and columns.
     pub tables: Vec<TableJob>,
 }
@@ -223,6 +257,7 @@ impl<'a> Parser<'a> {
         let mut state_file = base_dir.join(format!("{stem}.pontoon.db"));
         let mut copy = CopySettings::default();
         let mut sync = SyncSettings { capture: None, name: job_id(&stem), batch_events: 50_000, capture_line: 0 };
+        let mut verify = VerifySettings::default();
         let mut tables = Vec::new();
         for (key, value) in root.iter() {
             match key.get_ref().as_ref() {
@@ -239,6 +274,7 @@ impl<'a> Parser<'a> {
                 }
                 "copy" => self.copy_section(value, &mut copy),
                 "sync" => self.sync_section(value, &mut sync),
+                "verify" => self.verify_section(value, &mut verify),
                 "tables" => match value.get_ref().as_array() {
                     Some(arr) => {
                         for t in arr.iter() {
@@ -251,7 +287,7 @@ impl<'a> Parser<'a> {
                 },
                 other => self.err(
                     key.span(),
-                    format!("unknown section `{other}` (expected source, target, state, copy, sync, tables)"),
+                    format!("unknown section `{other}` (expected source, target, state, copy, sync, verify, tables)"),
                 ),
             }
         }
@@ -280,6 +316,7 @@ impl<'a> Parser<'a> {
             state_file,
             copy,
             sync,
+            verify,
             tables,
         })
     }
@@ -343,7 +380,7 @@ impl<'a> Parser<'a> {
             match k.get_ref().as_ref() {
                 "url" => {
                     if let Some(raw) = self.non_empty_string(v, &format!("{section}.url")) {
-                        url = self.expand_env(&raw, v.span(), section);
+                        url = self.expand_env(&raw, v.span(), &format!("[{section}] url"));
                     }
                 }
                 other => self.err(k.span(), format!("unknown key `{other}` in [{section}] (expected url)")),
@@ -373,7 +410,7 @@ impl<'a> Parser<'a> {
 
     /// Replaces `${NAME}` from the environment; a missing variable is an error that
     /// names the variable (never a value).
-    fn expand_env(&mut self, raw: &str, span: Range<usize>, section: &str) -> Option<String> {
+    fn expand_env(&mut self, raw: &str, span: Range<usize>, what: &str) -> Option<String> {
         let mut out = String::with_capacity(raw.len());
         let mut rest = raw;
         let mut ok = true;
@@ -381,14 +418,14 @@ impl<'a> Parser<'a> {
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
             let Some(end) = after.find('}') else {
-                self.err(span.clone(), format!("[{section}] url: `${{` without a closing `}}`"));
+                self.err(span.clone(), format!("{what}: `${{` without a closing `}}`"));
                 return None;
             };
             let name = &after[..end];
             match (self.env)(name) {
                 Some(v) => out.push_str(&v),
                 None => {
-                    self.err(span.clone(), format!("[{section}] url: environment variable {name} is not set"));
+                    self.err(span.clone(), format!("{what}: environment variable {name} is not set"));
                     ok = false;
                 }
             }
@@ -474,6 +511,49 @@ impl<'a> Parser<'a> {
                 }
                 other => self
                     .err(k.span(), format!("unknown key `{other}` in [sync] (expected capture, name, batch_events)")),
+            }
+        }
+    }
+
+    fn verify_section(&mut self, value: &Item<'_>, verify: &mut VerifySettings) {
+        let Some(table) = self.table_of(value, "verify") else {
+            return;
+        };
+        for (k, v) in table.iter() {
+            match k.get_ref().as_ref() {
+                "chunk_rows" => {
+                    if let Some(n) = self.unsigned(v, "verify.chunk_rows", 1) {
+                        verify.chunk_rows = n;
+                    }
+                }
+                "rounds" => {
+                    if let Some(n) = self.unsigned(v, "verify.rounds", 1) {
+                        verify.rounds = n.min(u32::MAX as u64) as u32;
+                    }
+                }
+                "webhook" => {
+                    if let Some(raw) = self.non_empty_string(v, "verify.webhook")
+                        && let Some(url) = self.expand_env(&raw, v.span(), "[verify] webhook")
+                    {
+                        if url.starts_with("http://") || url.starts_with("https://") {
+                            verify.webhook = Some(url);
+                        } else {
+                            self.err(v.span(), "`verify.webhook` must be an http:// or https:// URL");
+                        }
+                    }
+                }
+                "changes" => match v.get_ref() {
+                    DeValue::Boolean(b) => verify.changes = if *b { 1.0 } else { 0.0 },
+                    DeValue::Float(f) => match f.as_str().parse::<f64>() {
+                        Ok(x) if (0.0..=1.0).contains(&x) => verify.changes = x,
+                        _ => self.err(v.span(), "`verify.changes` must be true, false or a share from 0.0 to 1.0"),
+                    },
+                    _ => self.err(v.span(), "`verify.changes` must be true, false or a share from 0.0 to 1.0"),
+                },
+                other => self.err(
+                    k.span(),
+                    format!("unknown key `{other}` in [verify] (expected chunk_rows, rounds, webhook, changes)"),
+                ),
             }
         }
     }
@@ -765,5 +845,43 @@ mod fuzz {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_verify_section_and_its_mistakes() {
+        let base = "[source]\nurl = \"sqlite:a.db\"\n[target]\nurl = \"sqlite:b.db\"\n";
+        let env = |n: &str| (n == "HOOK_TOKEN").then(|| "s3cret".to_string());
+        let job = Job::parse(
+            Path::new("j.toml"),
+            &format!("{base}[verify]\nchunk_rows = 500\nrounds = 2\nwebhook = \"https://hooks.example/${{HOOK_TOKEN}}\"\nchanges = 0.25\n"),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            job.verify,
+            VerifySettings {
+                chunk_rows: 500,
+                rounds: 2,
+                webhook: Some("https://hooks.example/s3cret".into()),
+                changes: 0.25
+            }
+        );
+        assert!(!format!("{job:?}").contains("s3cret"), "the webhook's token is not in Debug output");
+        assert_eq!(Job::parse(Path::new("j.toml"), base, &env).unwrap().verify, VerifySettings::default());
+        let errs = Job::parse(
+            Path::new("j.toml"),
+            &format!(
+                "{base}[verify]\nchunk_rows = 0\nwebhook = \"ftp://x\"\nchanges = 2.0\ncolour = 1\nrounds = \"many\"\n"
+            ),
+            &env,
+        )
+        .unwrap_err();
+        let lines: Vec<usize> = errs.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [6, 7, 8, 9, 10], "{errs}");
+        assert!(errs.to_string().contains("unknown key `colour` in [verify]"), "{errs}");
+        let missing =
+            Job::parse(Path::new("j.toml"), &format!("{base}[verify]\nwebhook = \"https://h/${{NOPE}}\"\n"), &env)
+                .unwrap_err();
+        assert!(missing.to_string().contains("[verify] webhook: environment variable NOPE is not set"), "{missing}");
     }
 }

@@ -7,6 +7,7 @@
 //! The engine reaches databases only through the traits of `pontoon-core`;
 //! [`connect::connector`] is the one place that names the engine crates.
 
+pub mod alert;
 pub mod connect;
 pub mod copy;
 pub mod demo;
@@ -19,6 +20,7 @@ pub mod status;
 pub mod sync;
 pub mod throttle;
 pub mod track;
+pub mod verify;
 
 pub use pontoon_core as core;
 pub use pontoon_state as state;

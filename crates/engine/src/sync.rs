@@ -354,7 +354,7 @@ async fn apply_table(
 /// with no row any more, which are deleted. A key whose row the database returned
 /// under a different spelling (a case-insensitive collation) is both: the old
 /// spelling is deleted and the row is written under the one it has now.
-fn split_found(tp: &TablePlan, rows: Vec<Row>, keys: &[Vec<Value>]) -> (Vec<Row>, Vec<Vec<Value>>) {
+pub(crate) fn split_found(tp: &TablePlan, rows: Vec<Row>, keys: &[Vec<Value>]) -> (Vec<Row>, Vec<Vec<Value>>) {
     let mut found: HashSet<Vec<Value>> = HashSet::with_capacity(rows.len());
     let mut unique = Vec::with_capacity(rows.len());
     for row in rows {

@@ -1,10 +1,17 @@
-//! Every engine pair copies every value type exactly, against real servers.
+//! Every engine pair copies every value type exactly, against real servers; verify
+//! finds no false difference in what was copied, finds every injected one, and
+//! repairs them.
 //!
 //! The source table is created and filled through the source connector from a list
 //! of expected values (the truth); after `copy`, the target is read back and every
 //! value is compared with the truth, one by one. Keys include zero and negatives; a
 //! second table has a composite (text, int) key; chunks are small so a table spans
-//! many chunks and several workers.
+//! many chunks and several workers. Then `verify` must report zero differences;
+//! differences are written into the target (a missing row, an extra row, one changed
+//! value in every column, NULL instead of an empty string, and a JSON document with
+//! its keys reordered, which is not a difference); `verify` must report exactly the
+//! real ones, and after `verify --repair` the target must equal the truth again,
+//! value by value.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,6 +29,7 @@ use pontoon_engine::plan::plan;
 use pontoon_engine::progress::Progress;
 use pontoon_engine::retry::RetryPolicy;
 use pontoon_engine::state::StateStore;
+use pontoon_engine::verify::{VerifyContext, VerifyOptions, VerifyReport, verify};
 use pontoon_testsupport::{TempDir, TestDb, mysql_db, pg_db, temp_dir};
 
 #[derive(Clone, Copy, Debug)]
@@ -294,7 +302,8 @@ async fn round_trip(src: Kind, dst: Kind) {
     fill(&source.url, work.path(), &composite_schema(), &comp_rows).await;
 
     let job_text = format!(
-        "[source]\nurl = \"{}\"\n[target]\nurl = \"{}\"\n[copy]\nworkers = 3\nchunk_rows = 47\n",
+        "[source]\nurl = \"{}\"\n[target]\nurl = \"{}\"\n[copy]\nworkers = 3\nchunk_rows = 47\n\
+         [verify]\nchunk_rows = 53\n",
         source.url, target.url
     );
     let job_path = work.path().join("job.toml");
@@ -326,14 +335,72 @@ async fn round_trip(src: Kind, dst: Kind) {
     assert!(report.tables.iter().all(|t| t.path == expected_path), "{report:?}");
     assert!(all_report.chunks_total > 10, "a table of {} rows in chunks of 47 spans many chunks", all_rows.len());
 
-    for (schema, rows) in [(&all_schema, &all_rows), (&composite_schema(), &comp_rows)] {
-        let (tschema, mut got) = read_all(t.as_ref(), &schema.name).await;
+    let engines = (s.engine(), t.engine());
+    let tables = [(all_schema.clone(), all_rows.clone()), (composite_schema(), comp_rows.clone())];
+    assert_target_is_truth(t.as_ref(), engines, &tables, (src, dst)).await;
+    // the state store says every chunk was copied exactly once
+    let state = StateStore::open(&job.state_path()).unwrap();
+    for table in ["all_types", "regions"] {
+        for c in state.chunks(table).unwrap() {
+            assert!(c.done && c.completions == 1 && c.attempts == 1, "{table} chunk {}: {c:?}", c.seq);
+        }
+    }
+
+    // verify: what was copied has no difference, in any type pair
+    let vctx = VerifyContext {
+        source: s.clone(),
+        target: t.clone(),
+        state: Arc::new(StateStore::open(&job.state_path()).unwrap()),
+        settings: job.verify.clone(),
+        retry: RetryPolicy::default(),
+        stop: Arc::new(AtomicBool::new(false)),
+        report_path: work.path().join("verify.jsonl"),
+        live: false,
+        job_name: "pairs".into(),
+    };
+    let clean = verify(&vctx, &plan, &VerifyOptions::default()).await.expect("verify");
+    assert_eq!(
+        (clean.differences, clean.rows_compared),
+        (0, (all_rows.len() + comp_rows.len()) as u64),
+        "{src:?}->{dst:?}: false differences in a faithful copy: {}",
+        std::fs::read_to_string(&vctx.report_path).unwrap_or_default()
+    );
+    assert!(clean.tables.iter().all(|t| t.chunks > 5), "small chunks: {clean:?}");
+
+    let injected = inject_differences(t.as_ref(), &all_schema).await;
+    let found = verify(&vctx, &plan, &VerifyOptions::default()).await.expect("verify");
+    let run = vctx.state.last_verify_run().unwrap().unwrap().id;
+    let mut got: Vec<(Vec<Value>, String, Vec<String>)> =
+        vctx.state.verify_diffs(run).unwrap().into_iter().map(|d| (d.key, d.kind, d.columns)).collect();
+    got.sort_by_key(|d| format!("{d:?}"));
+    assert_eq!(got, injected, "{src:?}->{dst:?}: verify found other differences than those injected");
+    assert_eq!(found.differences, injected.len() as u64);
+    let report_lines = std::fs::read_to_string(&vctx.report_path).unwrap().lines().count();
+    assert_eq!(report_lines, injected.len(), "one report line per difference");
+
+    let repaired: VerifyReport =
+        verify(&vctx, &plan, &VerifyOptions { repair: true, ..Default::default() }).await.expect("repair");
+    assert_eq!(repaired.differences, 0, "{src:?}->{dst:?}: repair left differences: {repaired:?}");
+    assert_eq!(repaired.rounds.len(), 1, "{repaired:?}");
+    assert_target_is_truth(t.as_ref(), engines, &tables, (src, dst)).await;
+}
+
+/// Reads every table of `tables` from the target and compares it with the truth,
+/// value by value, through the documented mapping (not through verify's code).
+async fn assert_target_is_truth(
+    t: &dyn Connector,
+    engines: (Engine, Engine),
+    tables: &[(TableSchema, Vec<Row>)],
+    pair: (Kind, Kind),
+) {
+    let (src, dst) = pair;
+    for (schema, rows) in tables {
+        let (tschema, mut got) = read_all(t, &schema.name).await;
         assert_eq!(
             tschema.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
             schema.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>()
         );
         let key_pos: Vec<usize> = schema.primary_key.iter().map(|k| schema.position(k).unwrap()).collect();
-        let engines = (s.engine(), t.engine());
         let mut want: Vec<Row> = rows
             .iter()
             .map(|r| r.iter().zip(&tschema.columns).map(|(v, c)| expected(v, engines, &c.ty)).collect())
@@ -352,13 +419,92 @@ async fn round_trip(src: Kind, dst: Kind) {
             }
         }
     }
+}
 
-    // the state store says every chunk was copied exactly once
-    let state = StateStore::open(&job.state_path()).unwrap();
-    for table in ["all_types", "regions"] {
-        for c in state.chunks(table).unwrap() {
-            assert!(c.done && c.completions == 1 && c.attempts == 1, "{table} chunk {}: {c:?}", c.seq);
+/// Writes differences into the target's `all_types` through its writer: row 12 is
+/// deleted, row 1000000 added, one bulk row per column gets another value in that
+/// column, row 0's empty `txt` becomes NULL, and row 40's JSON is rewritten with its
+/// keys in another order (the same document: not a difference). Returns the
+/// differences verify must report, as (key, kind, columns), sorted.
+async fn inject_differences(t: &dyn Connector, schema: &TableSchema) -> Vec<(Vec<Value>, String, Vec<String>)> {
+    let (tschema, rows) = read_all(t, &schema.name).await;
+    let by_id = |id: i64| rows.iter().find(|r| r[0] == Value::Int(id)).unwrap_or_else(|| panic!("row {id}")).clone();
+    let mut want = Vec::new();
+    let mut upserts = Vec::new();
+    // one changed value per column, each in its own bulk row (ids 110, 120, ... or the
+    // next even one where that column is NULL)
+    for (ci, c) in tschema.columns.iter().enumerate().skip(1) {
+        let mut id = 100 + 10 * ci as i64;
+        let mut row = by_id(id);
+        while row[ci].is_null() {
+            id += 2;
+            row = by_id(id);
         }
+        row[ci] = perturb(&row[ci]);
+        upserts.push(row);
+        want.push((vec![Value::Int(id)], "changed".to_string(), vec![c.name.clone()]));
+    }
+    let mut row0 = by_id(0);
+    let txt = tschema.position("txt").unwrap();
+    assert_eq!(row0[txt], Value::Text(String::new()));
+    row0[txt] = Value::Null;
+    upserts.push(row0);
+    want.push((vec![Value::Int(0)], "changed".into(), vec!["txt".into()]));
+    let mut reordered = by_id(40);
+    let j = tschema.position("j").unwrap();
+    reordered[j] = Value::Json(r#"{ "tags" : ["a","b"],"n":40 }"#.into());
+    upserts.push(reordered);
+    let mut extra = by_id(44);
+    extra[0] = Value::Int(1_000_000);
+    upserts.push(extra);
+    want.push((vec![Value::Int(1_000_000)], "extra".into(), vec![]));
+    want.push((vec![Value::Int(12)], "missing".into(), vec![]));
+    let mut w = t.writer().await.expect("writer");
+    w.apply(&tschema, &upserts, &[vec![Value::Int(12)]], None).await.expect("inject differences");
+    want.sort_by_key(|d| format!("{d:?}"));
+    want
+}
+
+/// Another value of the same type, close to the original (a float's last bit, a
+/// microsecond or a second, one character, one byte).
+fn perturb(v: &Value) -> Value {
+    match v {
+        Value::Bool(b) => Value::Bool(!b),
+        Value::Int(i) => Value::Int(i ^ 1),
+        Value::UInt(u) => Value::from_u64(u ^ 1),
+        Value::F32(x) => Value::F32(f32::from_bits(x.to_bits() ^ 1)),
+        Value::F64(x) => Value::F64(f64::from_bits(x.to_bits() ^ 1)),
+        Value::Decimal(d) => {
+            let mut s = d.as_str().to_string();
+            let last = s.pop().unwrap();
+            s.push(if last == '9' { '8' } else { char::from(last as u8 + 1) });
+            dec(&s)
+        }
+        Value::Text(s) => {
+            let mut s = s.clone();
+            let last = s.pop().unwrap_or('a');
+            s.push(if last == 'Z' { 'Y' } else { 'Z' });
+            Value::Text(s)
+        }
+        Value::Bytes(b) => {
+            let mut b = b.clone();
+            match b.first_mut() {
+                Some(x) => *x ^= 1,
+                None => b.push(1),
+            }
+            Value::Bytes(b)
+        }
+        Value::Date(d) => Value::Date(d + 1),
+        Value::Time(t) => Value::Time((t + 1_000_000) % 86_400_000_000),
+        Value::Timestamp(t) => Value::Timestamp(t + 1),
+        Value::TimestampTz(t) => Value::TimestampTz(t + 1),
+        Value::Json(_) => Value::Json(r#"{"changed": true}"#.into()),
+        Value::Uuid(u) => {
+            let mut u = *u;
+            u[15] ^= 1;
+            Value::Uuid(u)
+        }
+        Value::Null => panic!("no value to change"),
     }
 }
 

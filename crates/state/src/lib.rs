@@ -20,6 +20,10 @@ use pontoon_core::{Error, ErrorKind, KeyRange, Position, Result, Value};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+mod verify;
+
+pub use verify::{StoredDiff, VerifiedChunk, VerifyRunRecord};
+
 const SCHEMA_VERSION: i64 = 1;
 
 /// The lifecycle of one table's copy. Transitions: `Planned -> Copying -> Copied`;
@@ -113,28 +117,37 @@ pub struct JobLock {
 }
 
 impl JobLock {
-    /// Takes the lock beside the state store (`<state>.lock`).
+    /// Takes the lock beside the state store (`<state>.lock`): one pontoon copies or
+    /// syncs a job at a time.
     pub fn acquire(state_path: &Path) -> Result<JobLock> {
-        let path = std::path::PathBuf::from(format!("{}.lock", state_path.display()));
+        JobLock::take(
+            format!("{}.lock", state_path.display()),
+            "another pontoon is running this job (it holds {}); stop it first, or wait for it to finish",
+        )
+    }
+
+    /// Takes the verify lock (`<state>.verify.lock`): one `pontoon verify` of a job at
+    /// a time (a verify may run beside the job's sync).
+    pub fn acquire_verify(state_path: &Path) -> Result<JobLock> {
+        JobLock::take(
+            format!("{}.verify.lock", state_path.display()),
+            "another pontoon verify of this job is running (it holds {}); wait for it to finish",
+        )
+    }
+
+    /// `busy` is the message when the lock is held, `{}` standing for the lock's path.
+    fn take(path: String, busy: &str) -> Result<JobLock> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
             .open(&path)
-            .map_err(|e| state_err(format!("cannot open the job lock {}", path.display())).with_source(e))?;
+            .map_err(|e| state_err(format!("cannot open the job lock {path}")).with_source(e))?;
         match file.try_lock() {
             Ok(()) => Ok(JobLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::new(
-                ErrorKind::Config,
-                format!(
-                    "another pontoon is running this job (it holds {}); stop it first, or wait for it to finish",
-                    path.display()
-                ),
-            )),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(state_err(format!("cannot lock {}", path.display())).with_source(e))
-            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::new(ErrorKind::Config, busy.replace("{}", &path))),
+            Err(std::fs::TryLockError::Error(e)) => Err(state_err(format!("cannot lock {path}")).with_source(e)),
         }
     }
 }
@@ -228,6 +241,7 @@ impl StateStore {
              );",
         )
         .map_err(db_err)?;
+        conn.execute_batch(verify::SCHEMA).map_err(db_err)?;
         let version: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
             .optional()

@@ -1,0 +1,831 @@
+//! `pontoon verify`: compares the source, read through the job's mapping, with the
+//! target, field by field, and (`--repair`) re-copies what differs until nothing does.
+//!
+//! Per table, chunk by chunk along the source's key index (`Reader::key_after`):
+//!
+//! 1. fast path (same engine, identity mapping, identical column types): both
+//!    databases checksum the chunk (`Reader::checksum`); equal checksums settle it;
+//! 2. otherwise both sides are scanned at the same time, the source rows are fitted to
+//!    the target's columns (`convert::fit`: what a copy would have written) and compared
+//!    with the target rows after normalizing what engines store differently
+//!    ([`same_value`]: decimal scale, JSON key order, timestamp with or without zone);
+//! 3. every differing key is read again from both sides by key (which also settles
+//!    keys that two collations place in different chunks) and, while a sync of the job
+//!    runs, only after the sync has applied everything committed before the chunk was
+//!    read (DESIGN.md, correctness rule 6): only differences that persist are reported;
+//! 4. the chunk and its differences are stored in one state store transaction, so an
+//!    interrupted verify continues after its last compared chunk.
+//!
+//! Differences go to the state store (key, kind, column names) and to the report file
+//! (JSON lines, with both values); values never go to logs. `--repair` re-reads each
+//! differing key from the source and applies it to the target as the sync does
+//! (`Writer::apply`: upsert or delete, one transaction per table), checks those keys
+//! again, and repeats until none is left or the round limit is reached.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pontoon_core::convert::fit;
+use pontoon_core::{
+    Connector, Error, ErrorKind, KeyRange, Limits, PartitionFilter, Reader, Result, Row, ScanSpec, SelectExpr,
+    SelectItem, TableSchema, Value,
+};
+use pontoon_state::{StateStore, StoredDiff, VerifiedChunk};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::job::VerifySettings;
+use crate::plan::{Plan, TablePlan, write_schema};
+use crate::retry::RetryPolicy;
+
+/// How long a differing key may wait for a running sync to pass the moment it was
+/// read before it is reported anyway.
+const LIVE_WAIT_LIMIT: Duration = Duration::from_secs(300);
+/// How often a differing key is read again while a sync runs before it is reported.
+const LIVE_RECHECKS: usize = 3;
+/// Margin for the sync's idle read and clock granularity when deciding whether the
+/// sync has passed a moment.
+const LIVE_MARGIN_MICROS: i64 = 1_000_000;
+
+#[derive(Debug)]
+pub struct VerifyContext {
+    pub source: Arc<dyn Connector>,
+    pub target: Arc<dyn Connector>,
+    pub state: Arc<StateStore>,
+    pub settings: VerifySettings,
+    pub retry: RetryPolicy,
+    /// Set to stop after the chunk in hand (Ctrl-C): the run continues next time.
+    pub stop: Arc<AtomicBool>,
+    /// The report file (JSON lines): truncated by a new run, appended to by a resumed one.
+    pub report_path: PathBuf,
+    /// A sync of this job is running: differing keys are checked again once it has
+    /// passed the moment they were read.
+    pub live: bool,
+    /// The job's name, for the webhook's summary.
+    pub job_name: String,
+}
+
+/// What to verify.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Only this table (source or target name).
+    pub table: Option<String>,
+    /// Only this partition value (as printed by `status`) of the table's `partition_by`.
+    pub partition: Option<String>,
+    pub repair: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub rows_compared: u64,
+    /// Differences left (after the last repair round, if any).
+    pub differences: u64,
+    /// Differences as first found.
+    pub found: u64,
+    pub tables: Vec<TableVerifyReport>,
+    pub rounds: Vec<RoundReport>,
+    pub report: String,
+    /// This run continued an interrupted one.
+    pub resumed: bool,
+    /// Stopped by a request before the end (resume by running again).
+    pub stopped: bool,
+    /// The webhook could not be reached (the differences are reported anyway).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct TableVerifyReport {
+    pub table: String,
+    pub target: String,
+    pub rows_compared: u64,
+    pub chunks: u64,
+    /// Chunks settled by the databases' checksums, without reading rows.
+    pub chunks_by_checksum: u64,
+    /// Keys that differed when their chunk was read but agreed when read again (rows
+    /// changing meanwhile, or placed in another chunk by the other side's collation);
+    /// counted by this invocation only.
+    pub settled_on_recheck: u64,
+    pub missing: u64,
+    pub extra: u64,
+    pub changed: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundReport {
+    pub round: u32,
+    pub repaired_keys: u64,
+    pub differences_left: u64,
+}
+
+/// What kind of difference a key has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiffKind {
+    /// In the source (through the mapping and filter), not in the target.
+    Missing,
+    /// In the target, not in the source.
+    Extra,
+    /// In both, with different values in some columns.
+    Changed,
+}
+
+impl DiffKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            DiffKind::Missing => "missing",
+            DiffKind::Extra => "extra",
+            DiffKind::Changed => "changed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<DiffKind> {
+        Some(match s {
+            "missing" => DiffKind::Missing,
+            "extra" => DiffKind::Extra,
+            "changed" => DiffKind::Changed,
+            _ => return None,
+        })
+    }
+}
+
+/// One confirmed difference, with the values (for the report file only).
+#[derive(Debug, Clone)]
+struct Difference {
+    kind: DiffKind,
+    /// Key values in the source key's order.
+    key: Vec<Value>,
+    /// The source row fitted to the target's columns (missing, changed).
+    source: Option<Row>,
+    /// The target row (extra, changed).
+    target: Option<Row>,
+    /// Positions of the differing columns (changed).
+    columns: Vec<usize>,
+}
+
+/// One table as verify reads it: the plan, the target's write schema and the scans
+/// of both sides.
+struct Side<'p> {
+    tp: &'p TablePlan,
+    write: TableSchema,
+    source_scan: ScanSpec,
+    target_scan: ScanSpec,
+    /// Both sides may checksum chunks (same engine, identity mapping, same types).
+    checksums: bool,
+}
+
+/// Verifies the tables of `plan` (and repairs them with `--repair`).
+pub async fn verify(ctx: &VerifyContext, plan: &Plan, options: &VerifyOptions) -> Result<VerifyReport> {
+    let tables: Vec<&TablePlan> = match &options.table {
+        None => plan.tables.iter().collect(),
+        Some(name) => {
+            let found: Vec<&TablePlan> =
+                plan.tables.iter().filter(|t| &t.job.source == name || t.target_name() == name).collect();
+            if found.is_empty() {
+                let known: Vec<&str> = plan.tables.iter().map(|t| t.job.source.as_str()).collect();
+                return Err(Error::config(format!(
+                    "table `{name}` is not part of the job (its tables: {})",
+                    known.join(", ")
+                )));
+            }
+            found
+        }
+    };
+    if options.partition.is_some() && tables.len() != 1 {
+        return Err(Error::config("--partition needs --table: a partition value belongs to one table"));
+    }
+    let scope = json!({
+        "tables": tables.iter().map(|t| (t.job.source.clone(), t.fingerprint())).collect::<Vec<_>>(),
+        "partition": options.partition,
+    })
+    .to_string();
+    let (run, resumed) = ctx.state.open_verify_run(&scope)?;
+    let mut report_file = ReportFile::open(&ctx.report_path, resumed)?;
+    let limits = ctx.target.limits();
+
+    let mut table_reports = Vec::new();
+    let mut stopped = false;
+    for tp in &tables {
+        let side = prepare_side(ctx, tp, options.partition.as_deref()).await?;
+        let (report, was_stopped) =
+            verify_table(ctx, &side, &limits, run, &mut report_file).await.map_err(|e| e.in_table(&tp.job.source))?;
+        table_reports.push(report);
+        if was_stopped {
+            stopped = true;
+            break;
+        }
+    }
+    // every difference of the run so far, including those of a resumed run's first part
+    let found_diffs = ctx.state.verify_diffs_found(run)?;
+    for r in &mut table_reports {
+        let mine = found_diffs.iter().filter(|d| d.table == r.table);
+        (r.missing, r.extra, r.changed) = (0, 0, 0);
+        for d in mine {
+            match DiffKind::parse(&d.kind) {
+                Some(DiffKind::Missing) => r.missing += 1,
+                Some(DiffKind::Extra) => r.extra += 1,
+                _ => r.changed += 1,
+            }
+        }
+    }
+    let found = found_diffs.len() as u64;
+    let mut left = ctx.state.verify_diffs(run)?.len() as u64;
+    let mut rounds = Vec::new();
+    if options.repair && !stopped && left > 0 {
+        let sides: Vec<Side<'_>> = {
+            let mut v = Vec::new();
+            for tp in &tables {
+                v.push(prepare_side(ctx, tp, options.partition.as_deref()).await?);
+            }
+            v
+        };
+        let first_round = ctx.state.verify_run(run)?.map(|r| r.rounds).unwrap_or(0) + 1;
+        for round in first_round..first_round + ctx.settings.rounds {
+            if ctx.stop.load(Ordering::Relaxed) {
+                stopped = true;
+                break;
+            }
+            let r = repair_round(ctx, &sides, &limits, run, round, &mut report_file).await?;
+            left = r.differences_left;
+            rounds.push(r);
+            if left == 0 {
+                break;
+            }
+        }
+    }
+    report_file.flush()?;
+    let rows_compared = ctx.state.verify_run(run)?.map(|r| r.rows).unwrap_or(0);
+    if !stopped {
+        ctx.state.finish_verify_run(run, left)?;
+    }
+    let mut report = VerifyReport {
+        rows_compared,
+        differences: left,
+        found,
+        tables: table_reports,
+        rounds,
+        report: ctx.report_path.display().to_string(),
+        resumed,
+        stopped,
+        alert_error: None,
+    };
+    if found > 0
+        && let Some(url) = &ctx.settings.webhook
+    {
+        let body = json!({
+            "job": ctx.job_name,
+            "event": "verify_differences",
+            "rows_compared": report.rows_compared,
+            "differences_found": report.found,
+            "differences_left": report.differences,
+            "tables": report.tables,
+            "rounds": report.rounds,
+            "report": report.report,
+        });
+        if let Err(e) = crate::alert::post_json(url, &body, Duration::from_secs(10)).await {
+            tracing::warn!(error = %e, "could not send the verify summary to the webhook");
+            report.alert_error = Some(e.to_string());
+        }
+    }
+    Ok(report)
+}
+
+/// The scans of both sides of a table, as verify reads them.
+async fn prepare_side<'p>(ctx: &VerifyContext, tp: &'p TablePlan, partition: Option<&str>) -> Result<Side<'p>> {
+    let target_name = tp.target_name();
+    let mut reader = ctx.target.reader().await?;
+    let actual = reader.describe(target_name).await?.ok_or_else(|| {
+        Error::schema(format!("target table `{target_name}` does not exist: copy it before verifying it"))
+            .in_table(&tp.job.source)
+    })?;
+    let write = write_schema(tp, &actual).map_err(|e| e.in_table(&tp.job.source))?;
+    let mut source_scan = tp.scan.clone();
+    let mut target_scan = ScanSpec {
+        table: write.name.clone(),
+        select: write
+            .columns
+            .iter()
+            .map(|c| SelectItem { expr: SelectExpr::Column(c.name.clone()), ty: c.ty.clone() })
+            .collect(),
+        key: write.primary_key.clone(),
+        key_types: tp.key_positions.iter().map(|&p| write.columns[p].ty.clone()).collect(),
+        filter: None,
+        partition: None,
+    };
+    if let Some(value) = partition {
+        let Some(column) = &tp.job.partition_by else {
+            return Err(Error::config(format!("table `{}` has no partition_by in the job", tp.job.source)));
+        };
+        let source_col = tp.source.column(column).ok_or_else(|| Error::internal("partition column vanished"))?;
+        let mut source_reader = ctx.source.reader().await?;
+        let values =
+            source_reader.partitions(&tp.job.source, column, &source_col.ty, tp.scan.filter.as_deref()).await?;
+        let value = values.into_iter().map(|(v, _)| v).find(|v| v.to_string() == value).ok_or_else(|| {
+            Error::config(format!("table `{}` has no partition `{value}` of `{column}`", tp.job.source))
+        })?;
+        let target_col = tp
+            .scan
+            .select
+            .iter()
+            .position(|s| matches!(&s.expr, SelectExpr::Column(c) if c == column))
+            .map(|p| write.columns[p].name.clone())
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "table `{}`: --partition needs the partition column `{column}` copied to the target",
+                    tp.job.source
+                ))
+            })?;
+        source_scan.partition = Some(PartitionFilter { column: column.clone(), value: value.clone() });
+        target_scan.partition = Some(PartitionFilter { column: target_col, value });
+    }
+    let checksums = ctx.source.engine() == ctx.target.engine()
+        && tp.scan.select.iter().zip(&write.columns).all(|(item, target)| match &item.expr {
+            SelectExpr::Column(c) => {
+                c == &target.name && tp.source.column(c).is_some_and(|s| s.native == target.native && s.ty == target.ty)
+            }
+            SelectExpr::Sql(_) => false,
+        });
+    Ok(Side { tp, write, source_scan, target_scan, checksums })
+}
+
+/// Both sides' readers, opened again after a transient error.
+#[derive(Default)]
+struct Readers {
+    source: Option<Box<dyn Reader>>,
+    target: Option<Box<dyn Reader>>,
+}
+
+impl Readers {
+    async fn both(&mut self, ctx: &VerifyContext) -> Result<(&mut dyn Reader, &mut dyn Reader)> {
+        if self.source.is_none() {
+            self.source = Some(ctx.source.reader().await?);
+        }
+        if self.target.is_none() {
+            self.target = Some(ctx.target.reader().await?);
+        }
+        match (self.source.as_deref_mut(), self.target.as_deref_mut()) {
+            (Some(s), Some(t)) => Ok((s, t)),
+            _ => Err(Error::internal("no reader")),
+        }
+    }
+}
+
+/// Compares one table chunk by chunk, continuing after the chunks the run already
+/// compared. Returns the table's report and whether a stop request ended it early.
+async fn verify_table(
+    ctx: &VerifyContext,
+    side: &Side<'_>,
+    limits: &Limits,
+    run: i64,
+    report: &mut ReportFile,
+) -> Result<(TableVerifyReport, bool)> {
+    let tp = side.tp;
+    let table = tp.job.source.as_str();
+    let done = ctx.state.verified_chunks(run, table)?;
+    let mut out = TableVerifyReport {
+        table: table.to_string(),
+        target: tp.target_name().to_string(),
+        rows_compared: done.iter().map(|c| c.rows).sum(),
+        chunks: done.len() as u64,
+        chunks_by_checksum: done.iter().filter(|c| c.fast).count() as u64,
+        ..Default::default()
+    };
+    if done.last().is_some_and(|c| c.range.upto.is_none()) {
+        return Ok((out, false));
+    }
+    let mut after = done.last().and_then(|c| c.range.upto.clone());
+    let mut seq = done.len() as u64;
+    let mut readers = Readers::default();
+    loop {
+        if ctx.stop.load(Ordering::Relaxed) {
+            return Ok((out, true));
+        }
+        let mut backoff = ctx.retry.backoff();
+        let (chunk, diffs, settled) = loop {
+            match compare_chunk(ctx, side, limits, &mut readers, &after, seq).await {
+                Ok(r) => break r,
+                Err(e) => {
+                    readers = Readers::default();
+                    backoff.retry_after("compare a chunk", e).await?;
+                }
+            }
+        };
+        let stored: Vec<StoredDiff> = diffs.iter().map(|d| stored(side, d)).collect();
+        for d in &diffs {
+            report.write(side, d, 0)?;
+        }
+        ctx.state.verify_chunk_done(run, table, &chunk, &stored)?;
+        out.rows_compared += chunk.rows;
+        out.chunks += 1;
+        out.chunks_by_checksum += u64::from(chunk.fast);
+        out.settled_on_recheck += settled;
+        seq += 1;
+        match chunk.range.upto {
+            None => return Ok((out, false)),
+            Some(upto) => after = Some(upto),
+        }
+    }
+}
+
+/// Compares the chunk after `after`: by checksum where both sides can, else row by
+/// row, then checks the differing keys again by key.
+async fn compare_chunk(
+    ctx: &VerifyContext,
+    side: &Side<'_>,
+    limits: &Limits,
+    readers: &mut Readers,
+    after: &Option<Vec<Value>>,
+    seq: u64,
+) -> Result<(VerifiedChunk, Vec<Difference>, u64)> {
+    let (source, target) = readers.both(ctx).await?;
+    let upto = source.key_after(&side.source_scan, after.as_deref(), ctx.settings.chunk_rows).await?;
+    let range = KeyRange { after: after.clone(), upto };
+    let read_at = now_micros();
+    if side.checksums {
+        let (s, t) =
+            tokio::join!(source.checksum(&side.source_scan, &range), target.checksum(&side.target_scan, &range));
+        if let (Some(s), Some(t)) = (s?, t?)
+            && s == t
+        {
+            return Ok((VerifiedChunk { seq, range, rows: s.rows, differences: 0, fast: true }, Vec::new(), 0));
+        }
+    }
+    let (s, t) = tokio::join!(source.scan(&side.source_scan, &range), target.scan(&side.target_scan, &range));
+    let (source_rows, target_rows) = (s?, t?);
+    let rows = source_rows.len() as u64;
+    let candidates = compare_rows(side, limits, source_rows, target_rows);
+    let first = candidates.len() as u64;
+    let mut diffs = candidates;
+    let mut read_at = read_at;
+    // Read again by key; while a sync runs, only after it has applied everything
+    // committed before the last read, and again while a key keeps differing (the
+    // application may have changed it meanwhile), up to LIVE_RECHECKS times.
+    for _ in 0..if ctx.live { LIVE_RECHECKS } else { 1 } {
+        if diffs.is_empty() {
+            break;
+        }
+        if ctx.live {
+            wait_for_sync(ctx, read_at).await?;
+        }
+        let keys: Vec<Vec<Value>> = diffs.into_iter().map(|d| d.key).collect();
+        read_at = now_micros();
+        diffs = compare_keys(side, limits, source, target, &keys).await?;
+    }
+    let settled = first - diffs.len() as u64;
+    Ok((VerifiedChunk { seq, range, rows, differences: diffs.len() as u64, fast: false }, diffs, settled))
+}
+
+/// Reads `keys` from both sides and compares them: the differences that are there now.
+async fn compare_keys(
+    side: &Side<'_>,
+    limits: &Limits,
+    source: &mut dyn Reader,
+    target: &mut dyn Reader,
+    keys: &[Vec<Value>],
+) -> Result<Vec<Difference>> {
+    let (s, t) = tokio::join!(source.fetch_keys(&side.source_scan, keys), target.fetch_keys(&side.target_scan, keys));
+    Ok(compare_rows(side, limits, s?, t?))
+}
+
+/// Compares source rows (not yet fitted) with target rows of the same keys: every key
+/// missing, extra or changed, in source key order first, then the extra ones.
+fn compare_rows(side: &Side<'_>, limits: &Limits, source_rows: Vec<Row>, target_rows: Vec<Row>) -> Vec<Difference> {
+    let kp = &side.tp.key_positions;
+    let key_of = |row: &Row| -> Vec<Value> { kp.iter().map(|&p| row[p].clone()).collect() };
+    let mut targets: HashMap<Vec<Value>, Row> = HashMap::with_capacity(target_rows.len());
+    for row in target_rows {
+        targets.insert(normal_key(&key_of(&row)), row);
+    }
+    let mut diffs = Vec::new();
+    for row in source_rows {
+        let key = key_of(&row);
+        let (fitted, unfit) = fit_row(row, &side.write, limits);
+        match targets.remove(&normal_key(&key_of(&fitted))) {
+            None => diffs.push(Difference {
+                kind: DiffKind::Missing,
+                key,
+                source: Some(fitted),
+                target: None,
+                columns: vec![],
+            }),
+            Some(target) => {
+                let columns: Vec<usize> =
+                    (0..fitted.len()).filter(|&i| unfit.contains(&i) || !same_value(&fitted[i], &target[i])).collect();
+                if !columns.is_empty() {
+                    diffs.push(Difference {
+                        kind: DiffKind::Changed,
+                        key,
+                        source: Some(fitted),
+                        target: Some(target),
+                        columns,
+                    });
+                }
+            }
+        }
+    }
+    let mut extra: Vec<Row> = targets.into_values().collect();
+    extra.sort_by_cached_key(|r| format!("{:?}", key_of(r)));
+    for row in extra {
+        diffs.push(Difference {
+            kind: DiffKind::Extra,
+            key: key_of(&row),
+            source: None,
+            target: Some(row),
+            columns: vec![],
+        });
+    }
+    diffs
+}
+
+/// A key in the form both sides agree on: decimals without trailing zeros, timestamps
+/// with or without zone alike.
+fn normal_key(key: &[Value]) -> Vec<Value> {
+    key.iter()
+        .map(|v| match v {
+            Value::Decimal(d) => Value::Text(decimal_normal(d.as_str())),
+            Value::TimestampTz(t) => Value::Timestamp(*t),
+            Value::Int(i) => Value::Text(i.to_string()),
+            Value::UInt(u) => Value::Text(u.to_string()),
+            v => v.clone(),
+        })
+        .collect()
+}
+
+/// Fits a source row to the target's columns, value by value. A value the target
+/// cannot hold stays as it was and its position is returned (a difference: no copy
+/// could have written it).
+fn fit_row(row: Row, write: &TableSchema, limits: &Limits) -> (Row, Vec<usize>) {
+    let mut unfit = Vec::new();
+    let fitted = row
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| match fit(v.clone(), &write.columns[i], limits) {
+            Ok(f) => f,
+            Err(_) => {
+                unfit.push(i);
+                v
+            }
+        })
+        .collect();
+    (fitted, unfit)
+}
+
+/// Whether a fitted source value and a target value are the same data, allowing for
+/// what engines store differently: a decimal's trailing zeros (scale), JSON's key
+/// order and spacing, a timestamp with or without zone (MariaDB keeps UTC without
+/// one), an integer read back as a decimal. Floats compare bit for bit, text byte
+/// for byte, NULL only equals NULL (never the empty string).
+pub fn same_value(a: &Value, b: &Value) -> bool {
+    use Value as V;
+    match (a, b) {
+        (V::Decimal(x), V::Decimal(y)) => decimal_normal(x.as_str()) == decimal_normal(y.as_str()),
+        (V::Decimal(x), V::Int(_) | V::UInt(_)) | (V::Int(_) | V::UInt(_), V::Decimal(x)) => {
+            let int = if let V::Decimal(_) = a { b } else { a };
+            decimal_normal(x.as_str()) == int.to_string()
+        }
+        (V::Json(x), V::Json(y)) => {
+            x == y
+                || match (serde_json::from_str::<serde_json::Value>(x), serde_json::from_str::<serde_json::Value>(y)) {
+                    (Ok(x), Ok(y)) => x == y,
+                    _ => false,
+                }
+        }
+        (V::Timestamp(x), V::TimestampTz(y)) | (V::TimestampTz(x), V::Timestamp(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// Decimal text without the trailing zeros of its fraction (`1.50` -> `1.5`, `2.0` -> `2`).
+fn decimal_normal(s: &str) -> String {
+    match s.split_once('.') {
+        Some((i, f)) => {
+            let f = f.trim_end_matches('0');
+            if f.is_empty() { i.to_string() } else { format!("{i}.{f}") }
+        }
+        None => s.to_string(),
+    }
+}
+
+/// Waits until the running sync has applied every change committed before `read_at`
+/// (microseconds since the epoch), or the sync stopped, or [`LIVE_WAIT_LIMIT`] passed.
+async fn wait_for_sync(ctx: &VerifyContext, read_at: i64) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let Some(sync) = ctx.state.sync()? else { return Ok(()) };
+        if sync.state != "running" {
+            return Ok(());
+        }
+        let measured =
+            pontoon_core::value::parse_timestamp(sync.updated_at.trim_end_matches('Z')).map(|(t, _)| t).unwrap_or(0);
+        let behind = sync.lag.seconds.map(|s| (s * 1e6) as i64);
+        if let Some(behind) = behind
+            && measured - behind - LIVE_MARGIN_MICROS > read_at
+        {
+            return Ok(());
+        }
+        if started.elapsed() > LIVE_WAIT_LIMIT {
+            tracing::warn!(
+                "the sync did not catch up within {} s; reporting differences as they are",
+                LIVE_WAIT_LIMIT.as_secs()
+            );
+            return Ok(());
+        }
+        if ctx.stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+fn stored(side: &Side<'_>, d: &Difference) -> StoredDiff {
+    StoredDiff {
+        table: side.tp.job.source.clone(),
+        key: d.key.clone(),
+        kind: d.kind.as_str().to_string(),
+        columns: d.columns.iter().map(|&i| side.write.columns[i].name.clone()).collect(),
+    }
+}
+
+/// One repair round: re-copies every key left by the previous round, table by table,
+/// then compares those keys again.
+async fn repair_round(
+    ctx: &VerifyContext,
+    sides: &[Side<'_>],
+    limits: &Limits,
+    run: i64,
+    round: u32,
+    report: &mut ReportFile,
+) -> Result<RoundReport> {
+    let left = ctx.state.verify_diffs(run)?;
+    let mut remaining_stored = Vec::new();
+    let mut repaired = 0u64;
+    for side in sides {
+        let table = side.tp.job.source.as_str();
+        let keys: Vec<Vec<Value>> = left.iter().filter(|d| d.table == table).map(|d| d.key.clone()).collect();
+        if keys.is_empty() {
+            continue;
+        }
+        let mut backoff = ctx.retry.backoff();
+        let remaining = loop {
+            match repair_keys(ctx, side, limits, &keys).await {
+                Ok(r) => break r,
+                Err(e) => backoff.retry_after("repair differing keys", e).await.map_err(|e| e.in_table(table))?,
+            }
+        };
+        repaired += keys.len() as u64;
+        for d in &remaining {
+            report.write(side, d, round)?;
+            remaining_stored.push(stored(side, d));
+        }
+    }
+    ctx.state.verify_round_done(run, round, &remaining_stored)?;
+    Ok(RoundReport { round, repaired_keys: repaired, differences_left: remaining_stored.len() as u64 })
+}
+
+/// Re-reads `keys` from the source, writes them to the target as the sync does
+/// (upsert what exists, delete what does not), and returns the differences left.
+async fn repair_keys(
+    ctx: &VerifyContext,
+    side: &Side<'_>,
+    limits: &Limits,
+    keys: &[Vec<Value>],
+) -> Result<Vec<Difference>> {
+    let mut source = ctx.source.reader().await?;
+    let found = source.fetch_keys(&side.source_scan, keys).await?;
+    let (rows, gone) = crate::sync::split_found(side.tp, found, keys);
+    let rows = crate::copy::fit_rows(rows, side.tp, &side.write, limits)?;
+    let mut writer = ctx.target.writer().await?;
+    for batch in rows.chunks(1000) {
+        writer.apply(&side.write, batch, &[], None).await?;
+    }
+    for batch in gone.chunks(1000) {
+        writer.apply(&side.write, &[], batch, None).await?;
+    }
+    let mut target = ctx.target.reader().await?;
+    compare_keys(side, limits, source.as_mut(), target.as_mut(), keys).await
+}
+
+/// The report file: one JSON object per difference and round.
+struct ReportFile {
+    out: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+}
+
+impl ReportFile {
+    fn open(path: &Path, append: bool) -> Result<ReportFile> {
+        let file =
+            std::fs::OpenOptions::new().create(true).write(true).append(append).truncate(!append).open(path).map_err(
+                |e| {
+                    Error::new(ErrorKind::Config, format!("cannot write the verify report {}", path.display()))
+                        .with_source(e)
+                },
+            )?;
+        Ok(ReportFile { out: std::io::BufWriter::new(file), path: path.to_path_buf() })
+    }
+
+    fn write(&mut self, side: &Side<'_>, d: &Difference, round: u32) -> Result<()> {
+        let names: Vec<&str> = side.write.columns.iter().map(|c| c.name.as_str()).collect();
+        let key: serde_json::Map<String, serde_json::Value> =
+            side.tp.key_positions.iter().zip(&d.key).map(|(&p, v)| (names[p].to_string(), value_json(v))).collect();
+        let row_json = |row: &Row| -> serde_json::Value {
+            names.iter().zip(row).map(|(n, v)| (n.to_string(), value_json(v))).collect::<serde_json::Map<_, _>>().into()
+        };
+        let mut line = json!({
+            "round": round,
+            "table": side.tp.job.source,
+            "target_table": side.write.name,
+            "key": key,
+            "kind": d.kind,
+        });
+        match d.kind {
+            DiffKind::Changed => {
+                let (Some(s), Some(t)) = (&d.source, &d.target) else {
+                    return Err(Error::internal("changed row without values"));
+                };
+                line["columns"] = d
+                    .columns
+                    .iter()
+                    .map(|&i| json!({"column": names[i], "source": value_json(&s[i]), "target": value_json(&t[i])}))
+                    .collect();
+            }
+            DiffKind::Missing => line["source_row"] = d.source.as_ref().map(row_json).unwrap_or_default(),
+            DiffKind::Extra => line["target_row"] = d.target.as_ref().map(row_json).unwrap_or_default(),
+        }
+        writeln!(self.out, "{line}").map_err(|e| self.io_err(e))
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.out.flush().map_err(|e| self.io_err(e))
+    }
+
+    fn io_err(&self, e: std::io::Error) -> Error {
+        Error::new(ErrorKind::Config, format!("cannot write the verify report {}", self.path.display())).with_source(e)
+    }
+}
+
+/// A value as plain JSON for the report: numbers that JSON holds exactly as numbers,
+/// JSON documents as themselves, everything else (decimals, floats, timestamps,
+/// bytes as `\x...`) as the text `Display` gives.
+fn value_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(b) => (*b).into(),
+        Value::Int(i) => (*i).into(),
+        Value::UInt(u) => (*u).into(),
+        Value::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| s.clone().into()),
+        other => other.to_string().into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pontoon_core::Decimal;
+
+    use super::*;
+
+    fn dec(s: &str) -> Value {
+        Value::Decimal(Decimal::parse(s).unwrap())
+    }
+
+    #[test]
+    fn values_that_engines_store_differently_are_the_same() {
+        assert!(same_value(&dec("1.50"), &dec("1.5")));
+        assert!(same_value(&dec("2.000"), &Value::Int(2)));
+        assert!(same_value(
+            &Value::Json(r#"{"b": 1, "a": [1, 2]}"#.into()),
+            &Value::Json(r#"{"a":[1,2],"b":1}"#.into())
+        ));
+        assert!(same_value(&Value::Timestamp(5), &Value::TimestampTz(5)));
+    }
+
+    #[test]
+    fn real_differences_stay_differences() {
+        assert!(!same_value(&dec("1.5"), &dec("1.51")));
+        assert!(!same_value(&dec("-1.5"), &dec("1.5")));
+        assert!(!same_value(&Value::Text(String::new()), &Value::Null));
+        assert!(!same_value(&Value::F64(0.1), &Value::F64(0.1 + f64::EPSILON)));
+        assert!(!same_value(&Value::F64(0.0), &Value::F64(-0.0)));
+        assert!(!same_value(&Value::Json(r#"{"a": [1, 2]}"#.into()), &Value::Json(r#"{"a": [2, 1]}"#.into())));
+        assert!(!same_value(&Value::Json(r#"{"a": 1}"#.into()), &Value::Json(r#"{"a": "1"}"#.into())));
+        assert!(!same_value(&Value::Timestamp(5), &Value::TimestampTz(6)));
+        assert!(!same_value(&Value::Text("a".into()), &Value::Text("A".into())));
+        assert!(!same_value(&dec("3"), &Value::Int(4)));
+    }
+
+    #[test]
+    fn report_values_are_plain_json() {
+        assert_eq!(value_json(&Value::Int(-3)), json!(-3));
+        assert_eq!(value_json(&dec("1.50")), json!("1.50"));
+        assert_eq!(value_json(&Value::Json(r#"{"a":1}"#.into())), json!({"a": 1}));
+        assert_eq!(value_json(&Value::Bytes(vec![0, 255])), json!("\\x00ff"));
+        assert_eq!(value_json(&Value::Null), serde_json::Value::Null);
+    }
+}
