@@ -12,7 +12,7 @@ use pontoon_engine::copy::CopyReport;
 use pontoon_engine::job::Job;
 use pontoon_engine::plan::PlanTableReport;
 use pontoon_engine::progress::{Phase, Progress};
-use pontoon_engine::state::SyncRecord;
+use pontoon_engine::state::{SyncRecord, VerifyRunRecord};
 use pontoon_engine::status::TableStatus;
 use pontoon_engine::sync::SyncProgress;
 use pontoon_engine::verify::VerifyReport;
@@ -111,6 +111,15 @@ pub fn print_verify(r: &VerifyReport) {
     }
 }
 
+pub fn print_verify_status(v: &VerifyRunRecord) {
+    let what = match (v.state.as_str(), v.differences) {
+        ("done", Some(0)) => "no differences".to_string(),
+        ("done", Some(d)) => format!("{d} differences left"),
+        _ => "interrupted or running (run verify again to continue)".to_string(),
+    };
+    println!("verify (run {}, started {}): {} rows compared, {what}", v.id, v.started_at, v.rows);
+}
+
 pub fn print_status(tables: &[TableStatus]) {
     if tables.is_empty() {
         println!("nothing planned yet");
@@ -194,7 +203,12 @@ pub fn sync_line(s: &SyncProgress) -> String {
         n if n < 0 => String::new(),
         n => format!(", lag {:.1}s", n as f64 / 1000.0),
     };
-    format!("sync: {} events applied{behind}{lag}", s.events.load(Ordering::Relaxed))
+    let verified = match (s.verified_keys.load(Ordering::Relaxed), s.verify_differences.load(Ordering::Relaxed)) {
+        (0, 0) => String::new(),
+        (keys, 0) => format!(", {keys} applied keys verified"),
+        (keys, d) => format!(", {keys} applied keys verified, {d} DIFFER (see the verify-changes report)"),
+    };
+    format!("sync: {} events applied{behind}{lag}{verified}", s.events.load(Ordering::Relaxed))
 }
 
 async fn bars(progress: Arc<Progress>, sync: Option<Arc<SyncProgress>>, mut done: oneshot::Receiver<()>) {

@@ -241,7 +241,10 @@ async fn run_online(job: &Job, s: &Sides, plan: Arc<Plan>, until: Until) -> Resu
     let sync_progress = Arc::new(SyncProgress::new());
     spawn_signal_handler(ctx.stop.clone(), "finishing the chunks and the sync batch in hand");
     let display = display::ProgressDisplay::start(ctx.progress.clone(), Some(sync_progress.clone()));
-    let result = pontoon_engine::run::run(&ctx, plan, spec, job.sync.batch_events, sync_progress, until).await;
+    // incremental verify, when `[verify] changes` asks for it, beside the sync
+    let changes = (job.verify.changes > 0.0)
+        .then(|| verify_context(job, s, ctx.state.clone(), ctx.stop.clone(), true, "verify-changes", None));
+    let result = pontoon_engine::run::run(&ctx, plan, spec, job.sync.batch_events, sync_progress, until, changes).await;
     display.finish().await;
     Ok(result?)
 }
@@ -363,18 +366,7 @@ async fn cmd_verify(path: &Path, options: VerifyOptions, report: Option<PathBuf>
         }
     }
     let plan = plan(&job, s.source.as_ref(), s.target.as_ref()).await?;
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "job".into());
-    let ctx = VerifyContext {
-        source: s.source.clone(),
-        target: s.target.clone(),
-        state,
-        settings: job.verify.clone(),
-        retry: RetryPolicy::default(),
-        stop: Arc::new(AtomicBool::new(false)),
-        report_path: report.unwrap_or_else(|| job.base_dir.join(format!("{stem}.verify.jsonl"))),
-        live,
-        job_name: stem,
-    };
+    let ctx = verify_context(&job, &s, state, Arc::new(AtomicBool::new(false)), live, "verify", report);
     spawn_signal_handler(ctx.stop.clone(), "finishing the chunk in hand");
     let result = verify(&ctx, &plan, &options).await?;
     drop(job_lock);
@@ -387,6 +379,31 @@ async fn cmd_verify(path: &Path, options: VerifyOptions, report: Option<PathBuf>
         return Ok(1);
     }
     Ok(if result.differences > 0 { 3 } else { 0 })
+}
+
+/// A verify context for `job`; the report goes to `report` or to
+/// `<job>.<suffix>.jsonl` beside the job file.
+fn verify_context(
+    job: &Job,
+    s: &Sides,
+    state: Arc<StateStore>,
+    stop: Arc<AtomicBool>,
+    live: bool,
+    suffix: &str,
+    report: Option<PathBuf>,
+) -> VerifyContext {
+    let stem = job.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "job".into());
+    VerifyContext {
+        source: s.source.clone(),
+        target: s.target.clone(),
+        state,
+        settings: job.verify.clone(),
+        retry: RetryPolicy::default(),
+        stop,
+        report_path: report.unwrap_or_else(|| job.base_dir.join(format!("{stem}.{suffix}.jsonl"))),
+        live,
+        job_name: stem,
+    }
 }
 
 fn cmd_status(path: &Path, json: bool) -> Result<u8, Failure> {
@@ -403,12 +420,34 @@ fn cmd_status(path: &Path, json: bool) -> Result<u8, Failure> {
     let state = StateStore::open(&state_path)?;
     let tables = status::status(&state)?;
     let sync = state.sync()?;
+    let verify = state.last_verify_run()?;
+    let changes = match state.changes_verify_run()? {
+        Some(run) => {
+            Some(json!({ "keys_differing": state.verify_diffs_found(run.id)?.len(), "since": run.started_at }))
+        }
+        None => None,
+    };
     display::print_status(&tables);
     if let Some(s) = &sync {
         display::print_sync_status(s);
     }
+    if let Some(v) = &verify {
+        display::print_verify_status(v);
+    }
+    if let Some(c) = &changes {
+        println!("incremental verify (since {}): {} differing keys recorded", c["since"], c["keys_differing"]);
+    }
     if json {
-        println!("{}", json!({ "state": state_path.display().to_string(), "tables": tables, "sync": sync }));
+        println!(
+            "{}",
+            json!({
+                "state": state_path.display().to_string(),
+                "tables": tables,
+                "sync": sync,
+                "verify": verify,
+                "verify_changes": changes,
+            })
+        );
     }
     Ok(0)
 }
@@ -452,7 +491,7 @@ async fn cmd_demo(dir: &Path, scale: f64, json: bool) -> Result<u8, Failure> {
         let (ctx, plan, progress, until) =
             (ctx.clone(), plan.clone(), sync_progress.clone(), Until::Drained(drain.clone()));
         let batch = job.sync.batch_events;
-        tokio::spawn(async move { pontoon_engine::run::run(&ctx, plan, spec, batch, progress, until).await })
+        tokio::spawn(async move { pontoon_engine::run::run(&ctx, plan, spec, batch, progress, until, None).await })
     };
     while !sync_progress.copy_done.load(Ordering::Relaxed) && !migration.is_finished() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

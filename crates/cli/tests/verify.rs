@@ -233,3 +233,106 @@ fn an_interrupted_verify_continues_after_its_last_chunk() {
     let out = pontoon(&["verify", job_s, "--json"]);
     assert_eq!(last_json(&out)["resumed"], false);
 }
+
+/// Incremental verify (`[verify] changes = true`): while `pontoon run` syncs, a target
+/// that silently alters what the sync writes (a trigger standing for a bad mapping or
+/// a lost write) is caught within seconds, key by key, and alerted; keys written
+/// faithfully are not reported.
+#[test]
+fn incremental_verify_catches_a_target_that_alters_synced_rows_within_seconds() {
+    let dir = temp_dir("pontoon-verify-changes");
+    let src = pg_db();
+    let dst = pg_db();
+    src.sql(
+        "CREATE TABLE accounts (id bigint PRIMARY KEY, v text);
+         INSERT INTO accounts SELECT g, 'v' || g FROM generate_series(1, 1000) g;",
+    );
+    let (url, hook) = webhook();
+    let name = format!("vc{}", std::process::id());
+    let job = write_job(
+        dir.path(),
+        &src.url,
+        &dst.url,
+        &format!("[sync]\ncapture = \"triggers\"\nname = \"{name}\"\n[verify]\nchanges = true\nwebhook = \"{url}\"\n"),
+    );
+    let log_path = dir.path().join("run.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut run = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_pontoon"))
+            .args(["run", job.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap(),
+    );
+    let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let state_path = dir.path().join("job.pontoon.db");
+    let wait = |what: &str, run: &mut KillOnDrop, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !cond() {
+            assert!(run.try_wait().unwrap().is_none(), "pontoon run exited waiting for {what}:\n{}", log_text());
+            assert!(Instant::now() < deadline, "timed out waiting for {what}:\n{}", log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let copied = || {
+        StateStore::open(&state_path)
+            .ok()
+            .and_then(|s| s.table("accounts").ok().flatten())
+            .is_some_and(|t| t.state == pontoon_engine::state::TableState::Copied)
+    };
+    wait("the copy", &mut run, &copied);
+
+    // the target now mangles what is written to keys divisible by 7
+    dst.sql(
+        "CREATE FUNCTION mangle() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.id % 7 = 0 THEN NEW.v := 'mangled'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER mangle BEFORE INSERT OR UPDATE ON accounts FOR EACH ROW EXECUTE FUNCTION mangle();",
+    );
+    let changed_at = Instant::now();
+    src.sql("UPDATE accounts SET v = 'changed' || id WHERE id <= 30");
+    let found = || {
+        StateStore::open(&state_path)
+            .ok()
+            .and_then(|s| s.changes_verify_run().ok().flatten().map(|r| s.verify_diffs(r.id).unwrap_or_default()))
+            .is_some_and(|d| d.len() >= 4)
+    };
+    wait("incremental verify's differences", &mut run, &found);
+    let within = changed_at.elapsed();
+    assert!(within < Duration::from_secs(15), "found only after {within:?}");
+    let summary = hook.join().expect("the webhook was alerted");
+    assert_eq!(summary["event"], "verify_changes_differences", "{summary}");
+
+    // a moment more: nothing else is reported, then stop cleanly
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = Command::new("kill").args(["-TERM", &run.id().to_string()]).status();
+    assert_eq!(run.wait().unwrap().code(), Some(0), "{}", log_text());
+    let state = StateStore::open(&state_path).unwrap();
+    let run_record = state.changes_verify_run().unwrap().unwrap();
+    let mut keys: Vec<String> = state
+        .verify_diffs(run_record.id)
+        .unwrap()
+        .iter()
+        .map(|d| format!("{:?} {} {:?}", d.key, d.kind, d.columns))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(
+        keys,
+        [
+            "[Int(14)] changed [\"v\"]",
+            "[Int(21)] changed [\"v\"]",
+            "[Int(28)] changed [\"v\"]",
+            "[Int(7)] changed [\"v\"]"
+        ],
+        "exactly the mangled keys"
+    );
+    let report = std::fs::read_to_string(dir.path().join("job.verify-changes.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(report.lines().next().unwrap()).unwrap();
+    assert_eq!(line["columns"][0]["target"], "mangled", "{line}");
+    assert!(line["columns"][0]["source"].as_str().unwrap().starts_with("changed"), "{line}");
+    assert!(log_text().contains("incremental verify"), "the run's log says so:\n{}", log_text());
+    let out = pontoon(&["cleanup", job.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+}

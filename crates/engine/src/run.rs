@@ -18,6 +18,7 @@ use crate::copy::{CopyContext, CopyReport, copy};
 use crate::job::{Capture, Job};
 use crate::plan::Plan;
 use crate::sync::{SyncContext, SyncProgress, SyncReport, Until, capture_tables, sync};
+use crate::verify::{ChangeSampler, ChangesReport, VerifyContext, verify_changes};
 
 /// Rows per second assumed when estimating the copy's duration for the log
 /// retention check (a low figure: the check must not pass by optimism).
@@ -28,6 +29,9 @@ pub struct RunReport {
     pub capture: &'static str,
     pub copy: CopyReport,
     pub sync: SyncReport,
+    /// Incremental verify, when `[verify] changes` is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<ChangesReport>,
 }
 
 fn mode_name(mode: CaptureMode) -> &'static str {
@@ -152,7 +156,9 @@ async fn choose_default(
 
 /// Copies and syncs side by side. Returns when stopped (`copy.stop`), when the
 /// sync has caught up after the copy (`Until::CaughtUp`), or on an error; either
-/// side's error stops the other after the work in hand.
+/// side's error stops the other after the work in hand. With `changes` (a verify
+/// context whose `settings.changes` is above 0), incremental verify checks a share
+/// of the applied keys beside the sync.
 pub async fn run(
     copy_ctx: &CopyContext,
     plan: Arc<Plan>,
@@ -160,7 +166,16 @@ pub async fn run(
     batch_events: usize,
     progress: Arc<SyncProgress>,
     until: Until,
+    changes: Option<VerifyContext>,
 ) -> Result<RunReport> {
+    let (sampler, changes) = match changes.filter(|c| c.settings.changes > 0.0) {
+        Some(c) => {
+            let (sampler, rx) = ChangeSampler::new(c.settings.changes);
+            let dropped = sampler.dropped();
+            (Some(sampler), Some((c, rx, dropped)))
+        }
+        None => (None, None),
+    };
     let sync_ctx = SyncContext {
         source: copy_ctx.source.clone(),
         target: copy_ctx.target.clone(),
@@ -172,6 +187,7 @@ pub async fn run(
         retry: copy_ctx.retry,
         batch_events,
         progress: progress.clone(),
+        changes: sampler,
     };
     let copying = async {
         let r = copy(copy_ctx, &plan).await;
@@ -181,14 +197,24 @@ pub async fn run(
         }
         r
     };
-    let syncing = async {
+    let syncing = async move {
+        // owned, so the sampler's channel closes when the sync ends
+        let sync_ctx = sync_ctx;
         let r = sync(&sync_ctx, until).await;
         if r.is_err() {
             copy_ctx.stop.store(true, Ordering::Relaxed);
         }
         r
     };
-    let (copied, synced) = tokio::join!(copying, syncing);
+    let verifying = async {
+        let Some((vctx, rx, dropped)) = changes else { return Ok(None) };
+        let r = verify_changes(&vctx, &plan, rx, &dropped, &progress).await;
+        if r.is_err() {
+            copy_ctx.stop.store(true, Ordering::Relaxed);
+        }
+        r.map(Some)
+    };
+    let (copied, synced, verified) = tokio::join!(copying, syncing, verifying);
     let state = &copy_ctx.state;
     match &synced {
         Err(e) => state.set_sync_state("failed", Some(&e.to_string()))?,
@@ -196,7 +222,7 @@ pub async fn run(
     }
     let copied = copied?;
     let synced = synced?;
-    Ok(RunReport { capture: mode_name(spec.mode), copy: copied, sync: synced })
+    Ok(RunReport { capture: mode_name(spec.mode), copy: copied, sync: synced, changes: verified? })
 }
 
 /// `pontoon cleanup`: removes what any capture mode of this job installed on the

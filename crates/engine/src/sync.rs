@@ -31,6 +31,7 @@ use crate::copy::fit_rows;
 use crate::plan::{Plan, TablePlan};
 use crate::retry::RetryPolicy;
 use crate::track::CopyTracker;
+use crate::verify::ChangeSampler;
 
 /// How long an idle read waits for new changes.
 const IDLE_WAIT: Duration = Duration::from_millis(300);
@@ -47,6 +48,9 @@ pub struct SyncProgress {
     pub lag_millis: AtomicI64,
     /// The copy beside the sync has finished.
     pub copy_done: AtomicBool,
+    /// Incremental verify: applied keys compared on both sides, and those that differ.
+    pub verified_keys: AtomicU64,
+    pub verify_differences: AtomicU64,
 }
 
 impl SyncProgress {
@@ -88,6 +92,8 @@ pub struct SyncContext {
     pub retry: RetryPolicy,
     pub batch_events: usize,
     pub progress: Arc<SyncProgress>,
+    /// Incremental verify: receives a share of the keys applied.
+    pub changes: Option<ChangeSampler>,
 }
 
 /// What a sync run did.
@@ -129,11 +135,12 @@ pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
         let batch = read_batch(ctx, &mut conns, &capture_tables, &from).await?;
         let read_ms = read_started.elapsed().as_millis() as u64;
         let started = Instant::now();
-        let keys = apply_batch(ctx, &mut conns, &tables, &limits, &batch).await?;
-        let Some(keys) = keys else {
+        let applied = apply_batch(ctx, &mut conns, &tables, &limits, &batch).await?;
+        let Some(applied) = applied else {
             // stopped while waiting for the copy: nothing of this batch was written
             continue;
         };
+        let keys = applied.iter().map(|(_, k)| k.len() as u64).sum();
         if batch.position != from || !batch.events.is_empty() {
             ctx.state.checkpoint_sync(
                 &from,
@@ -143,6 +150,11 @@ pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
                 batch.committed_at_micros,
             )?;
             release(&mut conns, &batch.position).await;
+            if let Some(sampler) = &ctx.changes {
+                for (table, keys) in &applied {
+                    sampler.offer(table, keys);
+                }
+            }
         }
         let n = batch.events.len() as u64;
         events_total += n;
@@ -262,18 +274,18 @@ async fn read_batch(
     }
 }
 
-/// Applies a batch table by table. Returns the number of distinct keys, or `None`
+/// Applies a batch table by table. Returns the distinct keys per table, or `None`
 /// when a stop request came while waiting for the copy (nothing was applied for
 /// the tables not reached; the batch is read again next time).
-async fn apply_batch(
+async fn apply_batch<'p>(
     ctx: &SyncContext,
     conns: &mut Conns,
-    tables: &HashMap<&str, &TablePlan>,
+    tables: &HashMap<&str, &'p TablePlan>,
     limits: &Limits,
     batch: &CaptureBatch,
-) -> Result<Option<u64>> {
+) -> Result<Option<Vec<(&'p str, Vec<Vec<Value>>)>>> {
     // distinct keys per table, in first-seen order
-    let mut by_table: Vec<(&str, Vec<Vec<Value>>)> = Vec::new();
+    let mut by_table: Vec<(&'p str, Vec<Vec<Value>>)> = Vec::new();
     let mut seen: HashMap<&str, HashSet<&[Value]>> = HashMap::new();
     for e in &batch.events {
         let Some(tp) = tables.get(e.table.as_str()) else { continue };
@@ -285,17 +297,15 @@ async fn apply_batch(
             }
         }
     }
-    let mut total = 0u64;
-    for (name, keys) in by_table {
+    for (name, keys) in &by_table {
         let tp = tables[name];
         let stopped = || ctx.stop.load(Ordering::Relaxed);
         let Some(write) = ctx.tracker.wait_applicable(name, &stopped).await? else {
             return Ok(None);
         };
-        total += keys.len() as u64;
-        apply_table(ctx, conns, tp, &write, limits, keys).await.map_err(|e| e.in_table(name))?;
+        apply_table(ctx, conns, tp, &write, limits, keys).await.map_err(|e| e.in_table(*name))?;
     }
-    Ok(Some(total))
+    Ok(Some(by_table))
 }
 
 /// Re-reads `keys` of one table and applies what it finds in one transaction.
@@ -305,12 +315,12 @@ async fn apply_table(
     tp: &TablePlan,
     write: &pontoon_core::TableSchema,
     limits: &Limits,
-    keys: Vec<Vec<Value>>,
+    keys: &[Vec<Value>],
 ) -> Result<()> {
     let fetch_started = Instant::now();
     let mut backoff = ctx.retry.backoff();
     let rows = loop {
-        match async { conns.reader(ctx).await?.fetch_keys(&tp.scan, &keys).await }.await {
+        match async { conns.reader(ctx).await?.fetch_keys(&tp.scan, keys).await }.await {
             Ok(rows) => break rows,
             Err(e) => {
                 conns.reader = None;
@@ -318,7 +328,7 @@ async fn apply_table(
             }
         }
     };
-    let (rows, deletes) = split_found(tp, rows, &keys);
+    let (rows, deletes) = split_found(tp, rows, keys);
     let rows = fit_rows(rows, tp, write, limits)?;
     let deletes = deletes
         .into_iter()

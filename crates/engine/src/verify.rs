@@ -23,10 +23,11 @@
 //! again, and repeats until none is left or the round limit is reached.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pontoon_core::convert::fit;
@@ -34,9 +35,10 @@ use pontoon_core::{
     Connector, Error, ErrorKind, KeyRange, Limits, PartitionFilter, Reader, Result, Row, ScanSpec, SelectExpr,
     SelectItem, TableSchema, Value,
 };
-use pontoon_state::{StateStore, StoredDiff, VerifiedChunk};
+use pontoon_state::{CHANGES_SCOPE, StateStore, StoredDiff, VerifiedChunk};
 use serde::Serialize;
 use serde_json::json;
+use tokio::sync::mpsc;
 
 use crate::job::VerifySettings;
 use crate::plan::{Plan, TablePlan, write_schema};
@@ -459,11 +461,25 @@ async fn compare_chunk(
     let rows = source_rows.len() as u64;
     let candidates = compare_rows(side, limits, source_rows, target_rows);
     let first = candidates.len() as u64;
+    let diffs = settle(ctx, side, limits, source, target, candidates, read_at).await?;
+    let settled = first - diffs.len() as u64;
+    Ok((VerifiedChunk { seq, range, rows, differences: diffs.len() as u64, fast: false }, diffs, settled))
+}
+
+/// The candidates (read at `read_at`) that still differ when read again by key;
+/// while a sync runs, each read again only after the sync has applied everything
+/// committed before the previous read, and again while a key keeps differing (the
+/// application may have changed it meanwhile), up to [`LIVE_RECHECKS`] times.
+async fn settle(
+    ctx: &VerifyContext,
+    side: &Side<'_>,
+    limits: &Limits,
+    source: &mut dyn Reader,
+    target: &mut dyn Reader,
+    candidates: Vec<Difference>,
+    mut read_at: i64,
+) -> Result<Vec<Difference>> {
     let mut diffs = candidates;
-    let mut read_at = read_at;
-    // Read again by key; while a sync runs, only after it has applied everything
-    // committed before the last read, and again while a key keeps differing (the
-    // application may have changed it meanwhile), up to LIVE_RECHECKS times.
     for _ in 0..if ctx.live { LIVE_RECHECKS } else { 1 } {
         if diffs.is_empty() {
             break;
@@ -475,8 +491,7 @@ async fn compare_chunk(
         read_at = now_micros();
         diffs = compare_keys(side, limits, source, target, &keys).await?;
     }
-    let settled = first - diffs.len() as u64;
-    Ok((VerifiedChunk { seq, range, rows, differences: diffs.len() as u64, fast: false }, diffs, settled))
+    Ok(diffs)
 }
 
 /// Reads `keys` from both sides and compares them: the differences that are there now.
@@ -711,6 +726,157 @@ async fn repair_keys(
     }
     let mut target = ctx.target.reader().await?;
     compare_keys(side, limits, source.as_mut(), target.as_mut(), keys).await
+}
+
+/// Keys the sync has just applied to one table, for incremental verify.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The source table.
+    pub table: String,
+    pub keys: Vec<Vec<Value>>,
+}
+
+/// Hands a share of the keys the sync applies to the incremental verifier, never
+/// blocking the sync: when the verifier falls behind, samples are dropped (counted).
+#[derive(Debug, Clone)]
+pub struct ChangeSampler {
+    share: f64,
+    tx: mpsc::Sender<Applied>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// Samples waiting for the incremental verifier before new ones are dropped.
+const CHANGE_QUEUE: usize = 64;
+
+impl ChangeSampler {
+    /// A sampler of `share` (0 to 1) of the applied keys and the verifier's end.
+    pub fn new(share: f64) -> (ChangeSampler, mpsc::Receiver<Applied>) {
+        let (tx, rx) = mpsc::channel(CHANGE_QUEUE);
+        (ChangeSampler { share, tx, dropped: Arc::default() }, rx)
+    }
+
+    /// The count of keys dropped because the verifier fell behind.
+    pub fn dropped(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
+    }
+
+    /// Offers the keys just applied to `table` (a source table).
+    pub fn offer(&self, table: &str, keys: &[Vec<Value>]) {
+        let keys: Vec<Vec<Value>> = if self.share >= 1.0 {
+            keys.to_vec()
+        } else {
+            // a fresh random hash per key: each applied key is picked with probability `share`
+            let limit = (self.share * u64::MAX as f64) as u64;
+            keys.iter()
+                .filter(|k| std::collections::hash_map::RandomState::new().hash_one(k) < limit)
+                .cloned()
+                .collect()
+        };
+        if keys.is_empty() {
+            return;
+        }
+        let n = keys.len() as u64;
+        if self.tx.try_send(Applied { table: table.to_string(), keys }).is_err() {
+            self.dropped.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What incremental verify did while the sync ran.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChangesReport {
+    pub keys_checked: u64,
+    pub differences: u64,
+    /// Keys not checked because the verifier fell behind the sync.
+    pub keys_skipped: u64,
+}
+
+/// The least time between two webhook alerts of incremental verify.
+const CHANGES_ALERT_EVERY: Duration = Duration::from_secs(60);
+
+/// Incremental verify (`[verify] changes`): compares each key the sync hands over on
+/// both sides right after it was applied; a key that still differs once the sync has
+/// passed the moment it was read (rechecked like a full verify's) is recorded in the
+/// state store, written to the report, counted in `progress`, and alerted (at most
+/// once a minute). Ends when the sync ends (the sampler is dropped).
+pub async fn verify_changes(
+    ctx: &VerifyContext,
+    plan: &Plan,
+    mut rx: mpsc::Receiver<Applied>,
+    dropped: &AtomicU64,
+    progress: &crate::sync::SyncProgress,
+) -> Result<ChangesReport> {
+    let (run, _) = ctx.state.open_verify_run(CHANGES_SCOPE)?;
+    let mut report_file = ReportFile::open(&ctx.report_path, true)?;
+    let limits = ctx.target.limits();
+    let mut sides: HashMap<&str, Side<'_>> = HashMap::new();
+    let mut readers = Readers::default();
+    let mut out = ChangesReport::default();
+    let mut unsent = 0u64;
+    let mut last_alert: Option<Instant> = None;
+    while let Some(applied) = rx.recv().await {
+        let Some(tp) = plan.tables.iter().find(|t| t.scan.table == applied.table) else { continue };
+        if !sides.contains_key(tp.scan.table.as_str()) {
+            sides.insert(tp.scan.table.as_str(), prepare_side(ctx, tp, None).await?);
+        }
+        let side = &sides[tp.scan.table.as_str()];
+        let mut backoff = ctx.retry.backoff();
+        let diffs = loop {
+            let attempt = async {
+                let (source, target) = readers.both(ctx).await?;
+                let read_at = now_micros();
+                let candidates = compare_keys(side, &limits, source, target, &applied.keys).await?;
+                settle(ctx, side, &limits, source, target, candidates, read_at).await
+            };
+            match attempt.await {
+                Ok(d) => break d,
+                Err(e) => {
+                    readers = Readers::default();
+                    backoff.retry_after("verify applied changes", e).await.map_err(|e| e.in_table(&applied.table))?;
+                }
+            }
+        };
+        out.keys_checked += applied.keys.len() as u64;
+        progress.verified_keys.fetch_add(applied.keys.len() as u64, Ordering::Relaxed);
+        if diffs.is_empty() {
+            continue;
+        }
+        let stored: Vec<StoredDiff> = diffs.iter().map(|d| stored(side, d)).collect();
+        ctx.state.record_verify_diffs(run, &stored)?;
+        for d in &diffs {
+            report_file.write(side, d, 0)?;
+        }
+        report_file.flush()?;
+        let n = diffs.len() as u64;
+        out.differences += n;
+        unsent += n;
+        progress.verify_differences.fetch_add(n, Ordering::Relaxed);
+        tracing::warn!(
+            table = %applied.table,
+            differences = n,
+            report = %ctx.report_path.display(),
+            "incremental verify: keys the sync applied differ between source and target"
+        );
+        if let Some(url) = &ctx.settings.webhook
+            && last_alert.is_none_or(|t| t.elapsed() >= CHANGES_ALERT_EVERY)
+        {
+            let body = json!({
+                "job": ctx.job_name,
+                "event": "verify_changes_differences",
+                "differences": unsent,
+                "differences_total": out.differences,
+                "keys_checked": out.keys_checked,
+                "report": ctx.report_path.display().to_string(),
+            });
+            match crate::alert::post_json(url, &body, Duration::from_secs(10)).await {
+                Ok(()) => unsent = 0,
+                Err(e) => tracing::warn!(error = %e, "could not send the incremental verify alert to the webhook"),
+            }
+            last_alert = Some(Instant::now());
+        }
+    }
+    out.keys_skipped = dropped.load(Ordering::Relaxed);
+    Ok(out)
 }
 
 /// The report file: one JSON object per difference and round.

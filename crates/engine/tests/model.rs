@@ -869,7 +869,7 @@ async fn migrate(
         tracker: Arc::new(CopyTracker::new()),
     };
     let spec = run::start_capture(&job, ctx.source.as_ref(), &plan, &ctx).await?;
-    run::run(&ctx, plan, spec, job.sync.batch_events, progress, Until::Stopped).await
+    run::run(&ctx, plan, spec, job.sync.batch_events, progress, Until::Stopped, None).await
 }
 
 /// Resolves once the run's copy is done (every chunk checkpointed).

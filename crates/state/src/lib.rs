@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 mod verify;
 
-pub use verify::{StoredDiff, VerifiedChunk, VerifyRunRecord};
+pub use verify::{CHANGES_SCOPE, StoredDiff, VerifiedChunk, VerifyRunRecord};
 
 const SCHEMA_VERSION: i64 = 1;
 

@@ -41,6 +41,10 @@ pub(crate) const SCHEMA: &str = "
     );
     CREATE INDEX IF NOT EXISTS verify_diffs_run ON verify_diffs (run, round);";
 
+/// The scope of the one verify run that collects incremental verify's differences
+/// (keys the sync applied, checked afterwards); it never finishes.
+pub const CHANGES_SCOPE: &str = "changes applied by the sync";
+
 /// One difference as the state store keeps it: which row (source table, key in the
 /// source key's order), what kind (`missing`, `extra`, `changed`) and, for
 /// `changed`, the target columns that differ.
@@ -84,13 +88,15 @@ impl StateStore {
     pub fn open_verify_run(&self, scope: &str) -> Result<(i64, bool)> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let last: Option<(i64, String, String)> = tx
-                .query_row("SELECT id, scope, state FROM verify_runs ORDER BY id DESC LIMIT 1", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
+            let last: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT id, state FROM verify_runs WHERE scope = ?1 ORDER BY id DESC LIMIT 1",
+                    [scope],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .optional()?;
             let out = match last {
-                Some((id, s, state)) if s == scope && state == "running" => (id, true),
+                Some((id, state)) if state == "running" => (id, true),
                 _ => {
                     tx.execute("INSERT INTO verify_runs (scope) VALUES (?1)", [scope])?;
                     (tx.last_insert_rowid(), false)
@@ -140,6 +146,17 @@ impl StateStore {
             )?;
             insert_diffs(&tx, run, 0, &encoded)?;
             tx.execute("UPDATE verify_runs SET rows = rows + ?2 WHERE id = ?1", params![run, chunk.rows as i64])?;
+            tx.commit()
+        })
+    }
+
+    /// Records differences found outside a chunk (incremental verify: keys the sync
+    /// applied, checked afterwards), as found (round 0).
+    pub fn record_verify_diffs(&self, run: i64, diffs: &[StoredDiff]) -> Result<()> {
+        let encoded = encode_diffs(diffs)?;
+        self.with(|c| {
+            let tx = c.transaction()?;
+            insert_diffs(&tx, run, 0, &encoded)?;
             tx.commit()
         })
     }
@@ -194,9 +211,14 @@ impl StateStore {
         Ok(())
     }
 
-    /// The newest verify run, if any.
+    /// The newest `pontoon verify` run, if any (not incremental verify's).
     pub fn last_verify_run(&self) -> Result<Option<VerifyRunRecord>> {
-        self.select_verify_run("ORDER BY id DESC LIMIT 1", [])
+        self.select_verify_run("WHERE scope <> ?1 ORDER BY id DESC LIMIT 1", [CHANGES_SCOPE])
+    }
+
+    /// The run of incremental verify, if `[verify] changes` was ever on.
+    pub fn changes_verify_run(&self) -> Result<Option<VerifyRunRecord>> {
+        self.select_verify_run("WHERE scope = ?1 ORDER BY id DESC LIMIT 1", [CHANGES_SCOPE])
     }
 
     pub fn verify_run(&self, id: i64) -> Result<Option<VerifyRunRecord>> {
