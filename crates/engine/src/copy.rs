@@ -149,7 +149,7 @@ pub async fn copy(ctx: &CopyContext, plan: &Plan) -> Result<CopyReport> {
             progress.set_phase(Phase::Done);
         }
         queue.extend(pending.into_iter().map(|c| (i, c)));
-        let raw = raw_eligible(ctx, tp, &write);
+        let raw = raw_eligible(ctx.source.as_ref(), ctx.target.as_ref(), tp, &write);
         if raw {
             tracing::info!(table = %name, "identical column types: chunks may travel in the engine's bulk format");
         }
@@ -285,9 +285,15 @@ async fn prepare(ctx: &CopyContext, tp: &TablePlan, conns: &mut Conns) -> Result
 
 /// Whether a table's chunks may travel in the engine's bulk format: same engine on
 /// both sides, plain columns only, every target column exactly the source column's
-/// type and at least as nullable. Then every source value fits by construction.
-fn raw_eligible(ctx: &CopyContext, tp: &TablePlan, write: &TableSchema) -> bool {
-    ctx.source.engine() == ctx.target.engine()
+/// type and at least as nullable. Then every source value fits by construction (and
+/// verify may compare chunks by the databases' checksums).
+pub(crate) fn raw_eligible(
+    source: &dyn Connector,
+    target: &dyn Connector,
+    tp: &TablePlan,
+    write: &TableSchema,
+) -> bool {
+    source.engine() == target.engine()
         && tp.scan.select.iter().zip(&write.columns).all(|(item, target)| match &item.expr {
             SelectExpr::Column(c) => tp.source.column(c).is_some_and(|source| {
                 source.native == target.native && source.ty == target.ty && (target.nullable || !source.nullable)

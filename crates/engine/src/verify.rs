@@ -210,12 +210,14 @@ pub async fn verify(ctx: &VerifyContext, plan: &Plan, options: &VerifyOptions) -
     let limits = ctx.target.limits();
 
     let mut table_reports = Vec::new();
+    let mut sides = Vec::new();
     let mut stopped = false;
     for tp in &tables {
         let side = prepare_side(ctx, tp, options.partition.as_deref()).await?;
         let (report, was_stopped) =
             verify_table(ctx, &side, &limits, run, &mut report_file).await.map_err(|e| e.in_table(&tp.job.source))?;
         table_reports.push(report);
+        sides.push(side);
         if was_stopped {
             stopped = true;
             break;
@@ -238,13 +240,6 @@ pub async fn verify(ctx: &VerifyContext, plan: &Plan, options: &VerifyOptions) -
     let mut left = ctx.state.verify_diffs(run)?.len() as u64;
     let mut rounds = Vec::new();
     if options.repair && !stopped && left > 0 {
-        let sides: Vec<Side<'_>> = {
-            let mut v = Vec::new();
-            for tp in &tables {
-                v.push(prepare_side(ctx, tp, options.partition.as_deref()).await?);
-            }
-            v
-        };
         let first_round = ctx.state.verify_run(run)?.map(|r| r.rounds).unwrap_or(0) + 1;
         for round in first_round..first_round + ctx.settings.rounds {
             if ctx.stop.load(Ordering::Relaxed) {
@@ -276,6 +271,7 @@ pub async fn verify(ctx: &VerifyContext, plan: &Plan, options: &VerifyOptions) -
         alert_error: None,
     };
     if found > 0
+        && !stopped
         && let Some(url) = &ctx.settings.webhook
     {
         let body = json!({
@@ -344,13 +340,7 @@ async fn prepare_side<'p>(ctx: &VerifyContext, tp: &'p TablePlan, partition: Opt
         source_scan.partition = Some(PartitionFilter { column: column.clone(), value: value.clone() });
         target_scan.partition = Some(PartitionFilter { column: target_col, value });
     }
-    let checksums = ctx.source.engine() == ctx.target.engine()
-        && tp.scan.select.iter().zip(&write.columns).all(|(item, target)| match &item.expr {
-            SelectExpr::Column(c) => {
-                c == &target.name && tp.source.column(c).is_some_and(|s| s.native == target.native && s.ty == target.ty)
-            }
-            SelectExpr::Sql(_) => false,
-        });
+    let checksums = crate::copy::raw_eligible(ctx.source.as_ref(), ctx.target.as_ref(), tp, &write);
     Ok(Side { tp, write, source_scan, target_scan, checksums })
 }
 
