@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Install what the copy benchmark needs on Debian 12, from Debian's own archive only:
-# the peer tools (pgcopydb, pgloader, mydumper/myloader), GNU time (for max RSS and CPU
-# seconds), the sqlite3 CLI, and the database servers the harness drives
-# (scripts/install-deps.sh).
+# Install what the benchmarks need on Debian 12, from Debian's own archive only:
+# the peer tools (pgcopydb, pgloader, mydumper/myloader, percona-toolkit's
+# pt-table-checksum for bench/verify.sh), GNU time (for max RSS and CPU seconds), the
+# sqlite3 CLI, and the database servers the harness drives (scripts/install-deps.sh).
 #
 # Idempotent: installs only what is missing. A package that is not in the archive is
 # reported and skipped (bench/copy.sh then skips that peer and says so in RESULTS.md).
@@ -14,7 +14,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 
-PACKAGES=(pgcopydb pgloader mydumper time sqlite3)
+PACKAGES=(pgcopydb pgloader mydumper percona-toolkit time sqlite3)
 
 if [[ $(id -u) != 0 ]]; then
   if command -v sudo >/dev/null; then
@@ -67,16 +67,16 @@ else
 fi
 
 if ((${#unavailable[@]} > 0)); then
-  echo "NOT in this machine's Debian archive (skipped; bench/copy.sh skips these peers): ${unavailable[*]}"
+  echo "NOT in this machine's Debian archive (skipped; the benchmarks skip these peers): ${unavailable[*]}"
 fi
 
-for tool in pgcopydb pgloader mydumper myloader sqlite3; do
+for tool in pgcopydb pgloader mydumper myloader pt-table-checksum sqlite3; do
   if command -v "$tool" >/dev/null; then
-    printf '  %-9s %s\n' "$tool" "$("$tool" --version 2>&1 | grep -v '^$' | head -n1)"
+    printf '  %-17s %s\n' "$tool" "$("$tool" --version 2>&1 | grep -v '^$' | head -n1)"
   else
-    printf '  %-9s missing\n' "$tool"
+    printf '  %-17s missing\n' "$tool"
   fi
 done
 if [[ -x /usr/bin/time ]]; then
-  printf '  %-9s %s\n' time "$(/usr/bin/time --version 2>&1 | head -n1)"
+  printf '  %-17s %s\n' time "$(/usr/bin/time --version 2>&1 | head -n1)"
 fi
