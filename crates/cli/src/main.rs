@@ -491,7 +491,10 @@ async fn cmd_demo(dir: &Path, scale: f64, json: bool) -> Result<u8, Failure> {
         let (ctx, plan, progress, until) =
             (ctx.clone(), plan.clone(), sync_progress.clone(), Until::Drained(drain.clone()));
         let batch = job.sync.batch_events;
-        tokio::spawn(async move { pontoon_engine::run::run(&ctx, plan, spec, batch, progress, until, None).await })
+        let changes = verify_context(&job, &s, ctx.state.clone(), ctx.stop.clone(), true, "verify-changes", None);
+        tokio::spawn(
+            async move { pontoon_engine::run::run(&ctx, plan, spec, batch, progress, until, Some(changes)).await },
+        )
     };
     while !sync_progress.copy_done.load(Ordering::Relaxed) && !migration.is_finished() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -512,6 +515,13 @@ async fn cmd_demo(dir: &Path, scale: f64, json: bool) -> Result<u8, Failure> {
         "sync ({} capture): {} change events applied in {} batches, drained",
         result.capture, result.sync.events, result.sync.batches
     );
+    if let Some(c) = &result.changes {
+        println!(
+            "incremental verify: {} synced keys compared on both sides right after they were applied, {} differ",
+            c.keys_checked, c.differences
+        );
+    }
+    // the demo's own SQL comparison, then pontoon verify
     let compared = demo::compare(dir)?;
     let differences: u64 = compared.iter().map(|t| t.differences).sum();
     for t in &compared {
@@ -520,9 +530,15 @@ async fn cmd_demo(dir: &Path, scale: f64, json: bool) -> Result<u8, Failure> {
             t.table, t.source_rows, t.target_rows, t.differences
         );
     }
+    let vctx = verify_context(&job, &s, ctx.state.clone(), Arc::new(AtomicBool::new(false)), false, "verify", None);
+    let verified = verify(&vctx, &plan, &VerifyOptions::default()).await?;
+    display::print_verify(&verified);
     let mut code = copy_exit_code(&result.copy);
-    if code == 0 && differences > 0 {
-        eprintln!("error: {differences} rows differ between the two sides");
+    if code == 0 && differences + verified.differences > 0 {
+        eprintln!(
+            "error: the two sides differ ({differences} rows by the demo's SQL, {} by pontoon verify)",
+            verified.differences
+        );
         code = 1;
     }
     if code == 0 {
@@ -537,7 +553,15 @@ async fn cmd_demo(dir: &Path, scale: f64, json: bool) -> Result<u8, Failure> {
     if json {
         println!(
             "{}",
-            json!({ "rows": result.copy.rows, "copy": result.copy, "sync": result.sync, "writer": writes, "compared": compared })
+            json!({
+                "rows": result.copy.rows,
+                "copy": result.copy,
+                "sync": result.sync,
+                "changes": result.changes,
+                "writer": writes,
+                "compared": compared,
+                "verify": verified,
+            })
         );
     }
     Ok(code)

@@ -335,6 +335,12 @@ fn demo_runs_without_any_server() {
         assert_eq!(t["differences"], 0, "{t}");
         assert_eq!(t["source_rows"], t["target_rows"], "{t}");
     }
+    // pontoon verify agrees, and incremental verify checked synced keys as they came
+    let paid_rows = paid as u64;
+    assert_eq!(report["verify"]["differences"], 0, "{}", report["verify"]);
+    assert!(report["verify"]["rows_compared"].as_u64().unwrap() > paid_rows, "{}", report["verify"]);
+    assert!(report["changes"]["keys_checked"].as_u64().unwrap() > 0, "{}", report["changes"]);
+    assert_eq!(report["changes"]["differences"], 0, "{}", report["changes"]);
 }
 
 /// Every target row equals its source row through the demo's mapping.

@@ -31,6 +31,9 @@ chunk_rows = 20000
 capture = "triggers"                 # SQLite has no change log of its own
 name = "demo"
 
+[verify]
+changes = 0.2                        # a fifth of the synced keys are compared right after they are applied
+
 [[tables]]
 source = "customers"
 partition_by = "country"             # progress per tenant, smallest first
