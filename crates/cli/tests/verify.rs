@@ -336,3 +336,54 @@ fn incremental_verify_catches_a_target_that_alters_synced_rows_within_seconds() 
     let out = pontoon(&["cleanup", job.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// `--table` and `--partition` limit what is compared: a difference in another
+/// partition or table is not reported; an unknown partition value is bad usage, named.
+#[test]
+fn a_partition_of_a_table_is_verified_alone() {
+    let dir = temp_dir("pontoon-verify-partition");
+    let src = rusqlite::Connection::open(dir.path().join("src.db")).unwrap();
+    src.execute_batch(
+        "CREATE TABLE orders (id integer PRIMARY KEY, country text NOT NULL, amount numeric(10,2));
+         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 3000)
+         INSERT INTO orders SELECT i, CASE i % 3 WHEN 0 THEN 'fr' WHEN 1 THEN 'de' ELSE 'it' END, i FROM s;
+         CREATE TABLE notes (id integer PRIMARY KEY, body text);
+         INSERT INTO notes VALUES (1, 'a'), (2, 'b');",
+    )
+    .unwrap();
+    let job = write_job(
+        dir.path(),
+        "sqlite:src.db",
+        "sqlite:dst.db",
+        "[verify]\nchunk_rows = 100\n[[tables]]\nsource = \"orders\"\npartition_by = \"country\"\n\
+         [[tables]]\nsource = \"notes\"\n",
+    );
+    let job_s = job.to_str().unwrap();
+    assert_eq!(pontoon(&["copy", job_s]).status.code(), Some(0));
+    let dst = rusqlite::Connection::open(dir.path().join("dst.db")).unwrap();
+    // id 3 is in fr, id 4 in de; notes 1 in the other table
+    dst.execute_batch("UPDATE orders SET amount = 0 WHERE id IN (3, 4); UPDATE notes SET body = 'x' WHERE id = 1;")
+        .unwrap();
+
+    let out = pontoon(&["verify", job_s, "--table", "orders", "--partition", "fr", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let report = last_json(&out);
+    assert_eq!((report["rows_compared"].as_u64(), report["differences"].as_u64()), (Some(1000), Some(1)), "{report}");
+    let line = std::fs::read_to_string(dir.path().join("job.verify.jsonl")).unwrap();
+    assert!(line.contains(r#""key":{"id":3}"#) && line.lines().count() == 1, "{line}");
+
+    let out = pontoon(&["verify", job_s, "--table", "notes", "--json"]);
+    assert_eq!(
+        (last_json(&out)["rows_compared"].as_u64(), last_json(&out)["differences"].as_u64()),
+        (Some(2), Some(1))
+    );
+
+    let out = pontoon(&["verify", job_s, "--table", "orders", "--partition", "xx"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no partition `xx`"), "{}", stderr(&out));
+    let out = pontoon(&["verify", job_s, "--partition", "fr"]);
+    assert_eq!(out.status.code(), Some(2), "--partition without --table: {}", stderr(&out));
+
+    let out = pontoon(&["verify", job_s, "--json"]);
+    assert_eq!(last_json(&out)["differences"], 3, "all tables, all partitions");
+}
