@@ -25,10 +25,16 @@
 //! read as a queue ([`triggers`]) or by logical decoding through wal2json
 //! ([`wal2json`]).
 //!
+//! For `pontoon verify`, the reader computes a key range's row count and
+//! order-independent hash in the server (`Reader::checksum`, module `checksum`): one
+//! `SELECT count(*), sum(<row hash>)` whose row hash chains PostgreSQL's 64-bit
+//! seeded hash functions over the columns, so no row leaves the server.
+//!
 //! Tables live in the connection's `current_schema()`; names are used as given and
 //! quoted.
 
 pub mod catalog;
+mod checksum;
 pub mod copy_stream;
 pub mod decode;
 pub mod encode;

@@ -240,6 +240,10 @@ impl Reader for PgReader {
         Ok(Some(RawRows { engine: Engine::Postgres, rows, data }))
     }
 
+    async fn checksum(&mut self, scan: &ScanSpec, range: &KeyRange) -> Result<Option<pontoon_core::Checksum>> {
+        crate::checksum::checksum(&self.session.client, scan, range).await
+    }
+
     /// `SELECT <select> FROM t WHERE <filter> AND <partition> AND key IN (...)`, one
     /// statement per 1000 keys (`FETCH_KEYS_BATCH`), decoded exactly as [`PgReader::scan`]
     /// decodes.
