@@ -1,4 +1,4 @@
-# Shared by the benchmark scripts (bench/copy.sh, bench/sync.sh); sourced, not run.
+# Shared by the benchmark scripts (bench/copy.sh, bench/sync.sh, bench/verify.sh); sourced, not run.
 #
 # Defines functions only. The caller sets `here` (bench/), `root` (the checkout) and `work`
 # ($PONTOON_BENCH_WORK) before calling them. What the functions set for the caller:
@@ -134,3 +134,161 @@ machine_line() {
 servers_line() {
   echo "- servers: $("$PG_BIN_DIR/postgres" --version | sed 's/postgres (PostgreSQL) /PostgreSQL /'), MariaDB $(my_sql 'SELECT VERSION()'), both on loopback, harness settings (PostgreSQL \`fsync=off\`, \`full_page_writes=off\`, \`shared_buffers=128MB\`, \`wal_level=logical\`; MariaDB \`innodb_flush_log_at_trx_commit=2\`, \`sync_binlog=0\`, binlog ON in ROW format, \`innodb_buffer_pool_size=256M\`). Every tool writes to the same servers, so the comparison is fair; absolute numbers on durable settings would be lower."
 }
+
+# ---------------------------------------------------------------------------- second servers
+#
+# A second PostgreSQL instance and a MariaDB replica (bench/sync.sh's targets, bench/verify.sh's
+# targets and replica), set up like the harness's servers: their settings files are copied
+# from the benchmark servers, with another port and paths and, for the replica, server_id 2
+# and the replication settings below. Call after start_servers:
+#
+#   second_servers DIR         where they live (DIR/pg, DIR/mariadb); sets tpg_dir, rep_dir,
+#                              REP_SOCKET, and clears TPG_PORT / REP_PORT
+#   start_target_pg            a fresh instance (whatever was in DIR/pg is removed); TPG_PORT
+#   start_replica PATTERN...   a fresh replica applying only the tables that match the
+#                              `replicate_wild_do_table` patterns; REP_PORT. Not yet following
+#                              the master: replica_load does that.
+#   target_pg_running, replica_running   an instance left running by an earlier invocation:
+#                              sets TPG_PORT / REP_PORT and succeeds if it answers
+#   stop_target_pg, stop_replica, tpg_sql, rep_sql, tpg_job_url
+#   replica_load DB TABLE...   copies the tables from the master into the replica's DB (dump
+#                              with the binlog position) and points the replica at that position
+#                              (CHANGE MASTER; START SLAVE is the caller's)
+#   replica_status             SHOW SLAVE STATUS, one "Field: value" line each
+#   replica_error              the replica's thread states and last errors, on one line
+
+is_root() { [[ $(id -u) == 0 ]]; }
+as_owner() { # USER CMD...: run as the servers' OS user when we are root (as the harness does)
+  local user=$1; shift
+  if is_root; then runuser -u "$user" -- "$@"; else "$@"; fi
+}
+free_port() {
+  local p
+  for _ in {1..200}; do
+    p=$((20000 + RANDOM % 30000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+  done
+  echo "no free port found" >&2; return 1
+}
+
+second_servers() { # DIR
+  tpg_dir=$1/pg
+  rep_dir=$1/mariadb
+  TPG_PORT="" REP_PORT=""
+  REP_SOCKET=$rep_dir/run/mysqld.sock
+  REPLICA_SETTINGS=(server_id=2 log_slave_updates=ON skip_slave_start "relay_log=$rep_dir/run/relay")
+}
+
+tpg_sql() { # DB SQL...: the target PostgreSQL, as superuser over its socket
+  local db=$1; shift
+  local args=()
+  for sql in "$@"; do args+=(-c "$sql"); done
+  psql -X -q -A -t -v ON_ERROR_STOP=1 -h "$tpg_dir/run" -p "$TPG_PORT" -U postgres -d "$db" "${args[@]}"
+}
+rep_sql() { # SQL [DB]: the replica, as root over its socket
+  mariadb --no-defaults -N -B -u root --socket="$REP_SOCKET" ${2:+"$2"} -e "$1"
+}
+tpg_job_url() { echo "postgres://$bench_user:\${BENCH_DB_PASSWORD}@127.0.0.1:$TPG_PORT/$1"; }
+
+stop_target_pg() {
+  [[ -f $tpg_dir/data/postmaster.pid ]] || return 0
+  as_owner postgres "$PG_BIN_DIR/pg_ctl" -D "$tpg_dir/data" -m fast -w -t 60 -s stop >/dev/null 2>&1 ||
+    as_owner postgres "$PG_BIN_DIR/pg_ctl" -D "$tpg_dir/data" -m immediate -w -t 60 -s stop >/dev/null 2>&1 || true
+}
+
+start_target_pg() {
+  stop_target_pg
+  rm -rf "$tpg_dir"
+  mkdir -p "$tpg_dir/data" "$tpg_dir/run"
+  chmod 700 "$tpg_dir/data"
+  ! is_root || chown -R postgres: "$tpg_dir"
+  as_owner postgres "$PG_BIN_DIR/initdb" -D "$tpg_dir/data" -A trust -U postgres --encoding=UTF8 --locale=C --no-sync \
+    >"$tpg_dir/run/initdb.log" 2>&1 || { tail -n 20 "$tpg_dir/run/initdb.log" >&2; return 1; }
+  TPG_PORT=$(free_port)
+  sed -e "s/^port = .*/port = $TPG_PORT/" -e "s#^unix_socket_directories = .*#unix_socket_directories = '$tpg_dir/run'#" \
+    "$PG_DATA_DIR/pontoon.conf" >"$tpg_dir/data/pontoon.conf"
+  cp "$PG_DATA_DIR/pg_hba.conf" "$tpg_dir/data/pg_hba.conf"
+  echo "include 'pontoon.conf'" >>"$tpg_dir/data/postgresql.conf"
+  ! is_root || chown -R postgres: "$tpg_dir"
+  # (without fds 7-9: the server must not hold the lock or the script's output open)
+  as_owner postgres "$PG_BIN_DIR/pg_ctl" -D "$tpg_dir/data" -l "$tpg_dir/run/postgres.log" -w -t 60 -s start 7>&- 8>&- 9>&- ||
+    { tail -n 20 "$tpg_dir/run/postgres.log" >&2; return 1; }
+  tpg_sql postgres "CREATE ROLE $bench_user WITH LOGIN SUPERUSER REPLICATION PASSWORD '$bench_password'"
+}
+
+target_pg_running() {
+  [[ -f $tpg_dir/data/postmaster.pid && -f $tpg_dir/data/pontoon.conf ]] || return 1
+  TPG_PORT=$(sed -n 's/^port = \([0-9]*\)$/\1/p' "$tpg_dir/data/pontoon.conf")
+  if [[ -z $TPG_PORT ]] || ! tpg_sql postgres "SELECT 1" >/dev/null 2>&1; then TPG_PORT=""; return 1; fi
+}
+
+replica_pid() { local p; p=$(cat "$rep_dir/run/mysqld.pid" 2>/dev/null) && [[ -d /proc/$p ]] && echo "$p"; }
+
+replica_running() {
+  replica_pid >/dev/null || return 1
+  REP_PORT=$(sed -n 's/^port=\([0-9]*\)$/\1/p' "$rep_dir/my.cnf" 2>/dev/null | tail -n1)
+  if [[ -z $REP_PORT ]] || ! rep_sql "SELECT 1" >/dev/null 2>&1; then REP_PORT=""; return 1; fi
+}
+
+stop_replica() {
+  local pid
+  pid=$(replica_pid) || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in {1..600}; do [[ -d /proc/$pid ]] || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+start_replica() { # PATTERN...: the replicate_wild_do_table patterns
+  stop_replica
+  rm -rf "$rep_dir"
+  mkdir -p "$rep_dir/run"
+  local install=(mariadb-install-db --no-defaults "--datadir=$rep_dir/data" --auth-root-authentication-method=normal
+    --skip-test-db --skip-name-resolve)
+  ! is_root || { chown -R mysql: "$rep_dir"; install+=(--user=mysql); }
+  "${install[@]}" >"$rep_dir/run/install.log" 2>&1 || { tail -n 20 "$rep_dir/run/install.log" >&2; return 1; }
+  REP_PORT=$(free_port)
+  local harness_dir pattern
+  harness_dir=$(dirname "$MY_DATA_DIR")
+  # the harness's option file, with this instance's port and paths, server_id 2 and the
+  # replication settings; only the tables matching the patterns are applied
+  {
+    grep -v -e '^server_id=' -e '^port=' "$harness_dir/my.cnf" | sed "s#$harness_dir/#$rep_dir/#g"
+    echo "port=$REP_PORT"
+    printf '%s\n' "${REPLICA_SETTINGS[@]}"
+    for pattern in "$@"; do echo "replicate_wild_do_table=$pattern"; done
+  } >"$rep_dir/my.cnf"
+  ! is_root || chown -R mysql: "$rep_dir"
+  # its own session: a Ctrl-C of the script does not reach it; the caller stops it
+  setsid "$(command -v mariadbd || echo /usr/sbin/mariadbd)" "--defaults-file=$rep_dir/my.cnf" \
+    </dev/null >>"$rep_dir/run/mariadbd.out" 2>&1 7>&- 8>&- 9>&- &
+  local i
+  for ((i = 0; i < 600; i++)); do
+    if [[ -S $REP_SOCKET ]] && rep_sql "SELECT 1" >/dev/null 2>&1; then break; fi
+    sleep 0.1
+  done
+  rep_sql "SELECT 1" >/dev/null || { tail -n 20 "$rep_dir/run/error.log" >&2; return 1; }
+  local host users=""
+  for host in % 127.0.0.1 localhost; do
+    users+="CREATE USER IF NOT EXISTS '$bench_user'@'$host' IDENTIFIED BY '$bench_password';
+      GRANT ALL PRIVILEGES ON *.* TO '$bench_user'@'$host' WITH GRANT OPTION;"
+  done
+  rep_sql "$users"
+}
+
+replica_load() { # DB TABLE...
+  local db=$1 dump=$work/replica-dump-$$.sql pos
+  shift
+  rep_sql "STOP SLAVE; RESET SLAVE ALL; DROP DATABASE IF EXISTS $db;
+    CREATE DATABASE $db CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+  mariadb-dump --no-defaults -u root --socket="$MY_SOCKET" --single-transaction --master-data=2 "$db" "$@" >"$dump"
+  pos=$(sed -n "s/^-- CHANGE MASTER TO MASTER_LOG_FILE='\([^']*\)', MASTER_LOG_POS=\([0-9]*\);.*/\1 \2/p" "$dump" | head -n1)
+  [[ -n $pos ]] || { echo "no binlog position in $dump" >&2; return 1; }
+  mariadb --no-defaults -u root --socket="$REP_SOCKET" "$db" <"$dump"
+  rm -f "$dump"
+  rep_sql "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = $MY_PORT, MASTER_USER = '$bench_user',
+    MASTER_PASSWORD = '$bench_password', MASTER_LOG_FILE = '${pos% *}', MASTER_LOG_POS = ${pos#* }, MASTER_USE_GTID = no"
+}
+
+# SHOW SLAVE STATUS as "Field: value" lines (rep_sql's -N would drop the names)
+replica_status() { mariadb --no-defaults -B -u root --socket="$REP_SOCKET" -e 'SHOW SLAVE STATUS\G'; }
+replica_error() { replica_status | grep -E 'Running:|Last_.*Error:' | tr -s ' ' | paste -sd';' -; }

@@ -148,19 +148,6 @@ start_servers
 # running, with that function's redirections (into a tool's log, say).
 exec 7>&1 8>&2
 
-is_root() { [[ $(id -u) == 0 ]]; }
-as_owner() { # USER CMD...: run as the servers' OS user when we are root (as the harness does)
-  local user=$1; shift
-  if is_root; then runuser -u "$user" -- "$@"; else "$@"; fi
-}
-free_port() {
-  local p
-  for _ in {1..200}; do
-    p=$((20000 + RANDOM % 30000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-  done
-  echo "no free port found" >&2; return 1
-}
 now_us() { local t=$EPOCHREALTIME; echo "${t/./}"; }
 
 # Our processes still running, which the exit trap stops: bg_pids (shell functions and
@@ -194,99 +181,12 @@ bg_wait() {
 }
 secs_since() { awk -v a="$1" -v b="$(now_us)" 'BEGIN { printf "%.3f", (b - a) / 1e6 }'; } # START_US
 
-# The target servers: a second PostgreSQL instance and a MariaDB replica, set up like the
-# harness's servers (their settings files are copied from the benchmark servers, with another
-# port, paths and, for the replica, server_id 2 and the replication settings below).
+# The target servers (bench/lib.sh's second servers): a second PostgreSQL instance and a
+# MariaDB replica, set up like the harness's servers (their settings files are copied from
+# the benchmark servers, with another port, paths and, for the replica, server_id 2 and the
+# replication settings); removed at exit.
 sync_servers=$work/sync-servers
-tpg_dir=$sync_servers/pg
-rep_dir=$sync_servers/mariadb
-TPG_PORT="" REP_PORT=""
-REP_SOCKET=$rep_dir/run/mysqld.sock
-REPLICA_SETTINGS=(server_id=2 log_slave_updates=ON skip_slave_start "relay_log=$rep_dir/run/relay")
-
-tpg_sql() { # DB SQL...: the target PostgreSQL, as superuser over its socket
-  local db=$1; shift
-  local args=()
-  for sql in "$@"; do args+=(-c "$sql"); done
-  psql -X -q -A -t -v ON_ERROR_STOP=1 -h "$tpg_dir/run" -p "$TPG_PORT" -U postgres -d "$db" "${args[@]}"
-}
-rep_sql() { # SQL [DB]: the replica, as root over its socket
-  mariadb --no-defaults -N -B -u root --socket="$REP_SOCKET" ${2:+"$2"} -e "$1"
-}
-tpg_job_url() { echo "postgres://$bench_user:\${BENCH_DB_PASSWORD}@127.0.0.1:$TPG_PORT/$1"; }
-
-stop_target_pg() {
-  [[ -f $tpg_dir/data/postmaster.pid ]] || return 0
-  as_owner postgres "$PG_BIN_DIR/pg_ctl" -D "$tpg_dir/data" -m fast -w -t 60 -s stop >/dev/null 2>&1 ||
-    as_owner postgres "$PG_BIN_DIR/pg_ctl" -D "$tpg_dir/data" -m immediate -w -t 60 -s stop >/dev/null 2>&1 || true
-}
-
-start_target_pg() {
-  stop_target_pg
-  rm -rf "$tpg_dir"
-  mkdir -p "$tpg_dir/data" "$tpg_dir/run"
-  chmod 700 "$tpg_dir/data"
-  ! is_root || chown -R postgres: "$tpg_dir"
-  as_owner postgres "$PG_BIN_DIR/initdb" -D "$tpg_dir/data" -A trust -U postgres --encoding=UTF8 --locale=C --no-sync \
-    >"$tpg_dir/run/initdb.log" 2>&1 || { tail -n 20 "$tpg_dir/run/initdb.log" >&2; return 1; }
-  TPG_PORT=$(free_port)
-  sed -e "s/^port = .*/port = $TPG_PORT/" -e "s#^unix_socket_directories = .*#unix_socket_directories = '$tpg_dir/run'#" \
-    "$PG_DATA_DIR/pontoon.conf" >"$tpg_dir/data/pontoon.conf"
-  cp "$PG_DATA_DIR/pg_hba.conf" "$tpg_dir/data/pg_hba.conf"
-  echo "include 'pontoon.conf'" >>"$tpg_dir/data/postgresql.conf"
-  ! is_root || chown -R postgres: "$tpg_dir"
-  # (without fds 7-9: the server must not hold the lock or the script's output open)
-  as_owner postgres "$PG_BIN_DIR/pg_ctl" -D "$tpg_dir/data" -l "$tpg_dir/run/postgres.log" -w -t 60 -s start 7>&- 8>&- 9>&- ||
-    { tail -n 20 "$tpg_dir/run/postgres.log" >&2; return 1; }
-  tpg_sql postgres "CREATE ROLE $bench_user WITH LOGIN SUPERUSER REPLICATION PASSWORD '$bench_password'"
-}
-
-replica_pid() { local p; p=$(cat "$rep_dir/run/mysqld.pid" 2>/dev/null) && [[ -d /proc/$p ]] && echo "$p"; }
-
-stop_replica() {
-  local pid
-  pid=$(replica_pid) || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in {1..600}; do [[ -d /proc/$pid ]] || return 0; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-}
-
-start_replica() {
-  stop_replica
-  rm -rf "$rep_dir"
-  mkdir -p "$rep_dir/run"
-  local install=(mariadb-install-db --no-defaults "--datadir=$rep_dir/data" --auth-root-authentication-method=normal
-    --skip-test-db --skip-name-resolve)
-  ! is_root || { chown -R mysql: "$rep_dir"; install+=(--user=mysql); }
-  "${install[@]}" >"$rep_dir/run/install.log" 2>&1 || { tail -n 20 "$rep_dir/run/install.log" >&2; return 1; }
-  REP_PORT=$(free_port)
-  local harness_dir
-  harness_dir=$(dirname "$MY_DATA_DIR")
-  # the harness's option file, with this instance's port and paths, server_id 2 and the
-  # replication settings; only the benchmark's table is applied
-  {
-    grep -v -e '^server_id=' -e '^port=' "$harness_dir/my.cnf" | sed "s#$harness_dir/#$rep_dir/#g"
-    echo "port=$REP_PORT"
-    printf '%s\n' "${REPLICA_SETTINGS[@]}" "replicate_wild_do_table=$MY_SRC.sbtest1"
-  } >"$rep_dir/my.cnf"
-  ! is_root || chown -R mysql: "$rep_dir"
-  # its own session: a Ctrl-C of the script does not reach it; the exit trap stops it
-  setsid "$(command -v mariadbd || echo /usr/sbin/mariadbd)" "--defaults-file=$rep_dir/my.cnf" \
-    </dev/null >>"$rep_dir/run/mariadbd.out" 2>&1 7>&- 8>&- 9>&- &
-  local i
-  for ((i = 0; i < 600; i++)); do
-    if [[ -S $REP_SOCKET ]] && rep_sql "SELECT 1" >/dev/null 2>&1; then break; fi
-    sleep 0.1
-  done
-  rep_sql "SELECT 1" >/dev/null || { tail -n 20 "$rep_dir/run/error.log" >&2; return 1; }
-  local host users=""
-  for host in % 127.0.0.1 localhost; do
-    users+="CREATE USER IF NOT EXISTS '$bench_user'@'$host' IDENTIFIED BY '$bench_password';
-      GRANT ALL PRIVILEGES ON *.* TO '$bench_user'@'$host' WITH GRANT OPTION;"
-  done
-  rep_sql "$users"
-}
-
+second_servers "$sync_servers"
 # ---------------------------------------------------------------------------- names, tables
 
 PG_SRC=sync_src      # source database on the benchmark PostgreSQL
@@ -475,16 +375,7 @@ native_init() { # SCENARIO
         "CREATE SUBSCRIPTION $SUB CONNECTION '$(sub_conninfo)' PUBLICATION $PUB WITH (create_slot = false, slot_name = '$SUB', copy_data = true)"
       ;;
     my-my)
-      local dump=$work/sync-replica-dump.sql pos
-      rep_sql "STOP SLAVE; RESET SLAVE ALL; DROP DATABASE IF EXISTS $MY_SRC;
-        CREATE DATABASE $MY_SRC CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-      mariadb-dump --no-defaults -u root --socket="$MY_SOCKET" --single-transaction --master-data=2 "$MY_SRC" sbtest1 >"$dump"
-      pos=$(sed -n "s/^-- CHANGE MASTER TO MASTER_LOG_FILE='\([^']*\)', MASTER_LOG_POS=\([0-9]*\);.*/\1 \2/p" "$dump" | head -n1)
-      [[ -n $pos ]] || { echo "no binlog position in $dump" >&2; return 1; }
-      mariadb --no-defaults -u root --socket="$REP_SOCKET" "$MY_SRC" <"$dump"
-      rm -f "$dump"
-      rep_sql "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = $MY_PORT, MASTER_USER = '$bench_user',
-        MASTER_PASSWORD = '$bench_password', MASTER_LOG_FILE = '${pos% *}', MASTER_LOG_POS = ${pos#* }, MASTER_USE_GTID = no"
+      replica_load "$MY_SRC" sbtest1
       ;;
   esac
   native_catch_up "$scenario"
@@ -517,8 +408,6 @@ native_catch_up() { # SCENARIO
   native_pause "$scenario"
   log "  done in $(secs_since "$started")s"
 }
-
-replica_error() { rep_sql "SHOW SLAVE STATUS\\G" | grep -E 'Running|Last_.*Error:' | tr -s ' ' | paste -sd';' -; }
 
 # Stop applying: DISABLE the subscription and wait until its slot is released; STOP SLAVE
 # (both threads: nothing is fetched while the changes are queued).
@@ -986,7 +875,7 @@ if has pg-pg "${scenarios[@]}"; then
 fi
 if has my-my "${scenarios[@]}"; then
   log "starting the MariaDB replica in $rep_dir"
-  start_replica
+  start_replica "$MY_SRC.sbtest1"
 fi
 
 # Per scenario: every run of the native phase (pontoon with native capture, the native
