@@ -77,6 +77,8 @@ pub struct SyncSettings {
 pub struct VerifySettings {
     /// Rows per compared chunk.
     pub chunk_rows: u64,
+    /// Chunks compared at the same time (each with a connection to either side).
+    pub workers: usize,
     /// Most repair rounds of `verify --repair`.
     pub rounds: u32,
     /// Receives a JSON summary when differences are found (may hold a token: never
@@ -91,6 +93,7 @@ impl fmt::Debug for VerifySettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifySettings")
             .field("chunk_rows", &self.chunk_rows)
+            .field("workers", &self.workers)
             .field("rounds", &self.rounds)
             .field("webhook", &self.webhook.as_deref().map(crate::alert::shown))
             .field("changes", &self.changes)
@@ -100,7 +103,13 @@ impl fmt::Debug for VerifySettings {
 
 impl Default for VerifySettings {
     fn default() -> Self {
-        VerifySettings { chunk_rows: 10_000, rounds: 5, webhook: None, changes: 0.0 }
+        VerifySettings {
+            chunk_rows: 10_000,
+            workers: CopySettings::default().workers,
+            rounds: 5,
+            webhook: None,
+            changes: 0.0,
+        }
     }
 }
 
@@ -526,6 +535,11 @@ impl<'a> Parser<'a> {
                         verify.chunk_rows = n;
                     }
                 }
+                "workers" => {
+                    if let Some(n) = self.unsigned(v, "verify.workers", 1) {
+                        verify.workers = n.min(64) as usize;
+                    }
+                }
                 "rounds" => {
                     if let Some(n) = self.unsigned(v, "verify.rounds", 1) {
                         verify.rounds = n.min(u32::MAX as u64) as u32;
@@ -552,7 +566,9 @@ impl<'a> Parser<'a> {
                 },
                 other => self.err(
                     k.span(),
-                    format!("unknown key `{other}` in [verify] (expected chunk_rows, rounds, webhook, changes)"),
+                    format!(
+                        "unknown key `{other}` in [verify] (expected chunk_rows, workers, rounds, webhook, changes)"
+                    ),
                 ),
             }
         }
@@ -861,6 +877,7 @@ mod fuzz {
             job.verify,
             VerifySettings {
                 chunk_rows: 500,
+                workers: VerifySettings::default().workers,
                 rounds: 2,
                 webhook: Some("https://hooks.example/s3cret".into()),
                 changes: 0.25

@@ -22,7 +22,7 @@
 //! (`Writer::apply`: upsert or delete, one transaction per table), checks those keys
 //! again, and repeats until none is left or the round limit is reached.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -366,8 +366,10 @@ impl Readers {
     }
 }
 
-/// Compares one table chunk by chunk, continuing after the chunks the run already
-/// compared. Returns the table's report and whether a stop request ended it early.
+/// Compares one table chunk by chunk, `workers` chunks at a time, continuing a run:
+/// first its planned chunks not yet compared, then the walk of the key index after
+/// the last planned chunk. Each chunk's range is stored before it is compared.
+/// Returns the table's report and whether a stop request ended it early.
 async fn verify_table(
     ctx: &VerifyContext,
     side: &Side<'_>,
@@ -377,83 +379,143 @@ async fn verify_table(
 ) -> Result<(TableVerifyReport, bool)> {
     let tp = side.tp;
     let table = tp.job.source.as_str();
-    let done = ctx.state.verified_chunks(run, table)?;
+    let chunks = ctx.state.verified_chunks(run, table)?;
+    let done = chunks.iter().filter(|c| c.done);
     let mut out = TableVerifyReport {
         table: table.to_string(),
         target: tp.target_name().to_string(),
-        rows_compared: done.iter().map(|c| c.rows).sum(),
-        chunks: done.len() as u64,
-        chunks_by_checksum: done.iter().filter(|c| c.fast).count() as u64,
+        rows_compared: done.clone().map(|c| c.rows).sum(),
+        chunks: done.clone().count() as u64,
+        chunks_by_checksum: done.filter(|c| c.fast).count() as u64,
         ..Default::default()
     };
-    if done.last().is_some_and(|c| c.range.upto.is_none()) {
-        return Ok((out, false));
-    }
-    let mut after = done.last().and_then(|c| c.range.upto.clone());
-    let mut seq = done.len() as u64;
-    let mut readers = Readers::default();
+    let mut todo: VecDeque<(u64, KeyRange)> =
+        chunks.iter().filter(|c| !c.done).map(|c| (c.seq, c.range.clone())).collect();
+    // where the walk of the key index goes on: None when every chunk is planned
+    let mut walk: Option<Option<Vec<Value>>> = match chunks.last() {
+        None => Some(None),
+        Some(c) => c.range.upto.clone().map(Some),
+    };
+    let mut next_seq = chunks.len() as u64;
+    let workers = ctx.settings.workers.max(1);
+    let mut readers: Vec<Readers> = (0..workers).map(|_| Readers::default()).collect();
     loop {
         if ctx.stop.load(Ordering::Relaxed) {
             return Ok((out, true));
         }
-        let mut backoff = ctx.retry.backoff();
-        let (chunk, diffs, settled) = loop {
-            match compare_chunk(ctx, side, limits, &mut readers, &after, seq).await {
-                Ok(r) => break r,
-                Err(e) => {
-                    readers = Readers::default();
-                    backoff.retry_after("compare a chunk", e).await?;
-                }
-            }
-        };
-        let stored: Vec<StoredDiff> = diffs.iter().map(|d| stored(side, d)).collect();
-        for d in &diffs {
-            report.write(side, d, 0)?;
+        // plan up to `workers` more chunks (stored before they are compared)
+        let mut planned = Vec::new();
+        while todo.len() + planned.len() < workers
+            && let Some(after) = walk.take()
+        {
+            let upto = next_boundary(ctx, side, &mut readers[0], &after).await?;
+            walk = upto.clone().map(Some);
+            planned.push((next_seq, KeyRange { after, upto }));
+            next_seq += 1;
         }
-        ctx.state.verify_chunk_done(run, table, &chunk, &stored)?;
-        out.rows_compared += chunk.rows;
-        out.chunks += 1;
-        out.chunks_by_checksum += u64::from(chunk.fast);
-        out.settled_on_recheck += settled;
-        seq += 1;
-        match chunk.range.upto {
-            None => return Ok((out, false)),
-            Some(upto) => after = Some(upto),
+        ctx.state.plan_verify_chunks(run, table, &planned)?;
+        todo.extend(planned);
+        if todo.is_empty() {
+            return Ok((out, false));
+        }
+        let batch: Vec<(u64, KeyRange)> = todo.drain(..todo.len().min(workers)).collect();
+        let results = futures_util::future::join_all(
+            batch
+                .into_iter()
+                .zip(readers.iter_mut())
+                .map(|((seq, range), r)| compare_chunk(ctx, side, limits, r, seq, range)),
+        )
+        .await;
+        for result in results {
+            let (chunk, diffs, settled) = result?;
+            let stored: Vec<StoredDiff> = diffs.iter().map(|d| stored(side, d)).collect();
+            for d in &diffs {
+                report.write(side, d, 0)?;
+            }
+            ctx.state.verify_chunk_done(run, table, &chunk, &stored)?;
+            out.rows_compared += chunk.rows;
+            out.chunks += 1;
+            out.chunks_by_checksum += u64::from(chunk.fast);
+            out.settled_on_recheck += settled;
         }
     }
 }
 
-/// Compares the chunk after `after`: by checksum where both sides can, else row by
-/// row, then checks the differing keys again by key.
+/// The end of the chunk after `after` on the source's key index (`None`: the table's end).
+async fn next_boundary(
+    ctx: &VerifyContext,
+    side: &Side<'_>,
+    readers: &mut Readers,
+    after: &Option<Vec<Value>>,
+) -> Result<Option<Vec<Value>>> {
+    let mut backoff = ctx.retry.backoff();
+    loop {
+        let attempt = async {
+            let (source, _) = readers.both(ctx).await?;
+            source.key_after(&side.source_scan, after.as_deref(), ctx.settings.chunk_rows).await
+        };
+        match attempt.await {
+            Ok(upto) => return Ok(upto),
+            Err(e) => {
+                *readers = Readers::default();
+                backoff.retry_after("plan a chunk", e).await?;
+            }
+        }
+    }
+}
+
+/// Compares one chunk, retrying transient errors on fresh connections: by checksum
+/// where both sides can, else row by row, then checks the differing keys again.
 async fn compare_chunk(
     ctx: &VerifyContext,
     side: &Side<'_>,
     limits: &Limits,
     readers: &mut Readers,
-    after: &Option<Vec<Value>>,
     seq: u64,
+    range: KeyRange,
+) -> Result<(VerifiedChunk, Vec<Difference>, u64)> {
+    let mut backoff = ctx.retry.backoff();
+    loop {
+        match compare_chunk_once(ctx, side, limits, readers, seq, &range).await {
+            Ok(r) => return Ok(r),
+            Err(e) => {
+                *readers = Readers::default();
+                backoff.retry_after("compare a chunk", e).await.map_err(|e| e.in_table(&side.tp.job.source))?;
+            }
+        }
+    }
+}
+
+async fn compare_chunk_once(
+    ctx: &VerifyContext,
+    side: &Side<'_>,
+    limits: &Limits,
+    readers: &mut Readers,
+    seq: u64,
+    range: &KeyRange,
 ) -> Result<(VerifiedChunk, Vec<Difference>, u64)> {
     let (source, target) = readers.both(ctx).await?;
-    let upto = source.key_after(&side.source_scan, after.as_deref(), ctx.settings.chunk_rows).await?;
-    let range = KeyRange { after: after.clone(), upto };
     let read_at = now_micros();
     if side.checksums {
-        let (s, t) =
-            tokio::join!(source.checksum(&side.source_scan, &range), target.checksum(&side.target_scan, &range));
+        let (s, t) = tokio::join!(source.checksum(&side.source_scan, range), target.checksum(&side.target_scan, range));
         if let (Some(s), Some(t)) = (s?, t?)
             && s == t
         {
-            return Ok((VerifiedChunk { seq, range, rows: s.rows, differences: 0, fast: true }, Vec::new(), 0));
+            let chunk =
+                VerifiedChunk { seq, range: range.clone(), done: true, rows: s.rows, differences: 0, fast: true };
+            return Ok((chunk, Vec::new(), 0));
         }
     }
-    let (s, t) = tokio::join!(source.scan(&side.source_scan, &range), target.scan(&side.target_scan, &range));
+    let (s, t) = tokio::join!(source.scan(&side.source_scan, range), target.scan(&side.target_scan, range));
     let (source_rows, target_rows) = (s?, t?);
     let rows = source_rows.len() as u64;
     let candidates = compare_rows(side, limits, source_rows, target_rows);
     let first = candidates.len() as u64;
     let diffs = settle(ctx, side, limits, source, target, candidates, read_at).await?;
     let settled = first - diffs.len() as u64;
-    Ok((VerifiedChunk { seq, range, rows, differences: diffs.len() as u64, fast: false }, diffs, settled))
+    let chunk =
+        VerifiedChunk { seq, range: range.clone(), done: true, rows, differences: diffs.len() as u64, fast: false };
+    Ok((chunk, diffs, settled))
 }
 
 /// The candidates (read at `read_at`) that still differ when read again by key;
@@ -503,13 +565,13 @@ fn compare_rows(side: &Side<'_>, limits: &Limits, source_rows: Vec<Row>, target_
     let key_of = |row: &Row| -> Vec<Value> { kp.iter().map(|&p| row[p].clone()).collect() };
     let mut targets: HashMap<Vec<Value>, Row> = HashMap::with_capacity(target_rows.len());
     for row in target_rows {
-        targets.insert(normal_key(&key_of(&row)), row);
+        targets.insert(normal_key(key_of(&row)), row);
     }
     let mut diffs = Vec::new();
     for row in source_rows {
         let key = key_of(&row);
         let (fitted, unfit) = fit_row(row, &side.write, limits);
-        match targets.remove(&normal_key(&key_of(&fitted))) {
+        match targets.remove(&normal_key(key_of(&fitted))) {
             None => diffs.push(Difference {
                 kind: DiffKind::Missing,
                 key,
@@ -547,15 +609,17 @@ fn compare_rows(side: &Side<'_>, limits: &Limits, source_rows: Vec<Row>, target_
 }
 
 /// A key in the form both sides agree on: decimals without trailing zeros, timestamps
-/// with or without zone alike.
-fn normal_key(key: &[Value]) -> Vec<Value> {
-    key.iter()
+/// with or without zone alike (other values are already alike: the source key was
+/// fitted to the target's types).
+fn normal_key(key: Vec<Value>) -> Vec<Value> {
+    if !key.iter().any(|v| matches!(v, Value::Decimal(_) | Value::TimestampTz(_))) {
+        return key;
+    }
+    key.into_iter()
         .map(|v| match v {
             Value::Decimal(d) => Value::Text(decimal_normal(d.as_str())),
-            Value::TimestampTz(t) => Value::Timestamp(*t),
-            Value::Int(i) => Value::Text(i.to_string()),
-            Value::UInt(u) => Value::Text(u.to_string()),
-            v => v.clone(),
+            Value::TimestampTz(t) => Value::Timestamp(t),
+            v => v,
         })
         .collect()
 }

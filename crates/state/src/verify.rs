@@ -25,9 +25,10 @@ pub(crate) const SCHEMA: &str = "
         table_name TEXT NOT NULL,
         seq INTEGER NOT NULL,
         range TEXT NOT NULL,
-        rows INTEGER NOT NULL,
-        differences INTEGER NOT NULL,
-        fast INTEGER NOT NULL,
+        done INTEGER NOT NULL DEFAULT 0,
+        rows INTEGER NOT NULL DEFAULT 0,
+        differences INTEGER NOT NULL DEFAULT 0,
+        fast INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (run, table_name, seq)
     );
     CREATE TABLE IF NOT EXISTS verify_diffs (
@@ -56,11 +57,13 @@ pub struct StoredDiff {
     pub columns: Vec<String>,
 }
 
-/// A compared chunk of a verify run.
+/// A chunk of a verify run: planned (its range stored before it is compared, so a
+/// resumed run compares exactly the ranges planned) and then compared (`done`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifiedChunk {
     pub seq: u64,
     pub range: KeyRange,
+    pub done: bool,
     pub rows: u64,
     pub differences: u64,
     /// Settled by the databases' checksums alone.
@@ -107,23 +110,31 @@ impl StateStore {
         })
     }
 
-    /// The chunks of `table` that run `run` has compared, in order.
+    /// The chunks of `table` that run `run` has planned (compared or not), in order.
     pub fn verified_chunks(&self, run: i64, table: &str) -> Result<Vec<VerifiedChunk>> {
         let rows = self.with(|c| {
             let mut st = c.prepare(
-                "SELECT seq, range, rows, differences, fast FROM verify_chunks \
+                "SELECT seq, range, done, rows, differences, fast FROM verify_chunks \
                  WHERE run = ?1 AND table_name = ?2 ORDER BY seq",
             )?;
             let rows = st.query_map(params![run, table], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get(4)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get(5)?,
+                ))
             })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
         rows.into_iter()
-            .map(|(seq, range, rows, differences, fast)| {
+            .map(|(seq, range, done, rows, differences, fast)| {
                 Ok(VerifiedChunk {
                     seq: seq as u64,
                     range: from_json(&range)?,
+                    done,
                     rows: rows as u64,
                     differences: differences as u64,
                     fast,
@@ -132,22 +143,48 @@ impl StateStore {
             .collect()
     }
 
-    /// Records a compared chunk and the differences found in it (round 0), in one
-    /// transaction: a resumed run neither compares it again nor loses its differences.
-    pub fn verify_chunk_done(&self, run: i64, table: &str, chunk: &VerifiedChunk, diffs: &[StoredDiff]) -> Result<()> {
-        let range = to_json(&chunk.range)?;
-        let encoded = encode_diffs(diffs)?;
+    /// Stores planned chunks (not yet compared) before they are compared.
+    pub fn plan_verify_chunks(&self, run: i64, table: &str, chunks: &[(u64, KeyRange)]) -> Result<()> {
+        let encoded = chunks.iter().map(|(seq, r)| Ok((*seq as i64, to_json(r)?))).collect::<Result<Vec<_>>>()?;
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "INSERT INTO verify_chunks (run, table_name, seq, range, rows, differences, fast) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![run, table, chunk.seq as i64, range, chunk.rows as i64, chunk.differences as i64, chunk.fast],
-            )?;
-            insert_diffs(&tx, run, 0, &encoded)?;
-            tx.execute("UPDATE verify_runs SET rows = rows + ?2 WHERE id = ?1", params![run, chunk.rows as i64])?;
+            {
+                let mut st =
+                    tx.prepare("INSERT INTO verify_chunks (run, table_name, seq, range) VALUES (?1, ?2, ?3, ?4)")?;
+                for (seq, range) in &encoded {
+                    st.execute(params![run, table, seq, range])?;
+                }
+            }
             tx.commit()
         })
+    }
+
+    /// Records a compared chunk (planned before) and the differences found in it
+    /// (round 0), in one transaction: a resumed run neither compares it again nor
+    /// loses its differences. A chunk already compared is refused.
+    pub fn verify_chunk_done(&self, run: i64, table: &str, chunk: &VerifiedChunk, diffs: &[StoredDiff]) -> Result<()> {
+        let encoded = encode_diffs(diffs)?;
+        let updated = self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "UPDATE verify_chunks SET done = 1, rows = ?4, differences = ?5, fast = ?6 \
+                 WHERE run = ?1 AND table_name = ?2 AND seq = ?3 AND done = 0",
+                params![run, table, chunk.seq as i64, chunk.rows as i64, chunk.differences as i64, chunk.fast],
+            )?;
+            if n == 1 {
+                insert_diffs(&tx, run, 0, &encoded)?;
+                tx.execute("UPDATE verify_runs SET rows = rows + ?2 WHERE id = ?1", params![run, chunk.rows as i64])?;
+                tx.commit()?;
+            }
+            Ok(n)
+        })?;
+        if updated != 1 {
+            return Err(crate::state_err(format!(
+                "verify chunk {} of table {table} was not planned or was already compared",
+                chunk.seq
+            )));
+        }
+        Ok(())
     }
 
     /// Records differences found outside a chunk (incremental verify: keys the sync
@@ -283,10 +320,15 @@ mod tests {
         VerifiedChunk {
             seq,
             range: KeyRange { after: None, upto: Some(vec![Value::Int(upto)]) },
+            done: true,
             rows: 10,
             differences,
             fast: false,
         }
+    }
+
+    fn plan(s: &StateStore, run: i64, c: &VerifiedChunk) {
+        s.plan_verify_chunks(run, "t", &[(c.seq, c.range.clone())]).unwrap();
     }
 
     #[test]
@@ -294,10 +336,13 @@ mod tests {
         let s = StateStore::in_memory().unwrap();
         let (run, resumed) = s.open_verify_run("all").unwrap();
         assert!(!resumed);
+        plan(&s, run, &chunk(0, 10, 1));
+        plan(&s, run, &chunk(1, 20, 0));
         s.verify_chunk_done(run, "t", &chunk(0, 10, 1), &[diff(3, "missing")]).unwrap();
         // the same scope continues the run; its chunk and difference are there
         assert_eq!(s.open_verify_run("all").unwrap(), (run, true));
-        assert_eq!(s.verified_chunks(run, "t").unwrap(), vec![chunk(0, 10, 1)]);
+        let undone = VerifiedChunk { done: false, rows: 0, ..chunk(1, 20, 0) };
+        assert_eq!(s.verified_chunks(run, "t").unwrap(), vec![chunk(0, 10, 1), undone], "planned, compared or not");
         assert_eq!(s.verify_diffs(run).unwrap(), vec![diff(3, "missing")]);
         // a chunk is recorded once
         assert!(s.verify_chunk_done(run, "t", &chunk(0, 10, 1), &[]).is_err());
@@ -311,6 +356,7 @@ mod tests {
     fn repair_rounds_leave_the_latest_differences_and_a_finished_run_is_not_continued() {
         let s = StateStore::in_memory().unwrap();
         let (run, _) = s.open_verify_run("all").unwrap();
+        plan(&s, run, &chunk(0, 10, 2));
         s.verify_chunk_done(run, "t", &chunk(0, 10, 2), &[diff(1, "changed"), diff(2, "extra")]).unwrap();
         s.verify_round_done(run, 1, &[diff(2, "extra")]).unwrap();
         assert_eq!(s.verify_diffs(run).unwrap(), vec![diff(2, "extra")]);

@@ -153,7 +153,7 @@ mod tests {
         let range = KeyRange { after: Some(vec![Value::Int(0), Value::Text("q".into())]), upto: None };
         assert_eq!(
             where_clause(&scan, &range),
-            " WHERE (x > 1) AND `p` IS NULL AND ((`a` > 0) OR (`a` = 0 AND `b` > 'q'))"
+            " WHERE (x > 1) AND `p` IS NULL AND `a` >= 0 AND ((`a` > 0) OR (`a` = 0 AND `b` > 'q'))"
         );
         assert_eq!(
             keys_where_clause(&scan, &[vec![Value::Int(1), Value::Text("it's".into())], vec![Value::Int(2), t("b")]]),
