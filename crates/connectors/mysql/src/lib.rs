@@ -18,9 +18,14 @@
 //! optional version guard (`apply`), and [`MysqlConnector`] hands out change captures:
 //! [`TriggerCapture`] (a change log filled by triggers, `triggers`) and
 //! [`BinlogCapture`] (the row binlog, `binlog`).
+//!
+//! For `pontoon verify`, readers compute a key range's row count and order-independent
+//! hash in the server (`Reader::checksum`, module `checksum`): one `SELECT COUNT(*),
+//! SUM(<64 bits of the SHA1 of each row's canonical text>)`, so no row leaves the server.
 
 mod binlog;
 mod catalog;
+mod checksum;
 mod error;
 mod reader;
 mod sql;

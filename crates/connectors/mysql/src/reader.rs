@@ -156,6 +156,10 @@ impl Reader for MysqlReader {
         self.query_rows(&sql, &types, &names).await.map_err(|e| e.in_table(&scan.table))
     }
 
+    async fn checksum(&mut self, scan: &ScanSpec, range: &KeyRange) -> Result<Option<pontoon_core::Checksum>> {
+        crate::checksum::checksum(&mut self.conn, scan, range).await
+    }
+
     /// One `SELECT ... WHERE <filter> AND <partition> AND key IN (...)` per
     /// 1000 keys, decoded as `scan` decodes. Keys are literals rendered
     /// by `sql::literal` (text escaped, bytes in hex), so no key can change the
