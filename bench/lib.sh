@@ -20,7 +20,7 @@ log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 bench_lock() {
   exec 9>>"$work/lock"
   if ! flock -n 9; then
-    log "another benchmark (bench/copy.sh or bench/sync.sh) is running (it holds $work/lock); waiting for it to finish"
+    log "another benchmark (bench/copy.sh, sync.sh or verify.sh) is running (it holds $work/lock); waiting for it to finish"
     flock 9
   fi
 }

@@ -570,8 +570,10 @@ figures_row() { # SCENARIO TOOL [LABEL]
   echo "| $label | $(fmt "$secs" 2) | $all | $(thousands "$rate") | $(fmt "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" 0) | $(fmt "$cpu" 2) | ${detail// /, } |"
 }
 
-target_line() { # TEXT MEASURED OP LIMIT
-  if [[ -n $2 ]]; then echo "- $1: $2 — $(verdict "$2" "$3" "$4")"; else echo "- $1: not measured (no valid run of both)"; fi
+target_line() { # TEXT MEASURED OP LIMIT [REFERENCE SCENARIO]
+  if [[ -n $2 ]]; then echo "- $1: $2 — $(verdict "$2" "$3" "$4")"
+  elif [[ -n ${5:-} ]] && ! has "$5" "${scenarios[@]}"; then echo "- $1: not measured (run \`$5\` too: \`--only $5,...\`)"
+  else echo "- $1: not measured (no valid run of both)"; fi
 }
 
 commands_block() { # SCENARIO
@@ -582,6 +584,10 @@ commands_block() { # SCENARIO
   for t in $(tools_for "$s"); do
     [[ -n ${skipped[$t]:-} ]] || tool_command "$s" "$t" 1 | mask
   done
+  case $s in
+    my-my) echo "# $PT_DB.dsns on the master (not replicated) holds the replica's DSN: h=127.0.0.1,P=$REP_PORT" ;;
+    diff30-*) echo "# the target is a copy of the equal one with 30 changes, 10 of each: $(cut -d';' -f1-3 <<<"$DIFF_SQL" | sed 's/;/; /g') ..." ;;
+  esac
   echo '```'
   echo
   echo '```toml'
@@ -639,14 +645,14 @@ section=$work/verify-section.md
         if [[ -n $p ]]; then
           echo "- every difference listed: 30 of 30 in every valid run (\`--json\`: 10 changed, 10 missing, 10 extra; the report file lists 30 lines; exit status 3)"
         fi
-        target_line "with 30 differences <= 1.5x the equal-table time" "$([[ -n $p && -n $e ]] && ratio "$p" "$e")" "<=" 1.5
+        target_line "with 30 differences <= 1.5x the equal-table time" "$([[ -n $p && -n $e ]] && ratio "$p" "$e")" "<=" 1.5 "$eq"
         ;;
       my-pg)
         has my-my "${scenarios[@]}" && figures_row my-my pontoon "pontoon verify, MariaDB -> replica (my-my)"
         figures_row "$s" pontoon "pontoon verify, MariaDB -> PostgreSQL"
         echo
         m=$(med_secs my-my pontoon)
-        target_line "cross-engine <= 1.5x the same-engine (my-my) time" "$([[ -n $p && -n $m ]] && ratio "$p" "$m")" "<=" 1.5
+        target_line "cross-engine <= 1.5x the same-engine (my-my) time" "$([[ -n $p && -n $m ]] && ratio "$p" "$m")" "<=" 1.5 my-my
         ;;
     esac
     for t in $(tools_for "$s"); do
