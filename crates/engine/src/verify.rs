@@ -32,8 +32,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pontoon_core::convert::fit;
 use pontoon_core::{
-    Connector, Error, ErrorKind, KeyRange, Limits, PartitionFilter, Reader, Result, Row, ScanSpec, SelectExpr,
-    SelectItem, TableSchema, Value,
+    Checksum, Connector, Error, ErrorKind, KeyRange, Limits, PartitionFilter, Reader, Result, Row, ScanSpec,
+    SelectExpr, SelectItem, TableSchema, Value,
 };
 use pontoon_state::{CHANGES_SCOPE, StateStore, StoredDiff, VerifiedChunk};
 use serde::Serialize;
@@ -498,7 +498,17 @@ async fn compare_chunk_once(
     let read_at = now_micros();
     if side.checksums {
         let (s, t) = tokio::join!(source.checksum(&side.source_scan, range), target.checksum(&side.target_scan, range));
-        if let (Some(s), Some(t)) = (s?, t?)
+        // a side that cannot checksum this chunk (MariaDB refuses one that raised a
+        // warning) leaves it to the row comparison; a transient error is retried
+        let usable = |r: Result<Option<Checksum>>| match r {
+            Err(e) if e.is_transient() => Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "no checksum for this chunk: comparing its rows");
+                Ok(None)
+            }
+            ok => ok,
+        };
+        if let (Some(s), Some(t)) = (usable(s)?, usable(t)?)
             && s == t
         {
             let chunk =
