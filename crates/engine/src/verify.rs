@@ -569,18 +569,44 @@ async fn compare_keys(
 }
 
 /// Compares source rows (not yet fitted) with target rows of the same keys: every key
-/// missing, extra or changed, in source key order first, then the extra ones.
+/// missing, extra or changed. Both sides come in key order, so rows are paired in
+/// step while their keys agree (no allocation per row); from the first disagreement
+/// on (a missing or extra row, or two collations ordering keys differently) the rest
+/// is paired by key.
 fn compare_rows(side: &Side<'_>, limits: &Limits, source_rows: Vec<Row>, target_rows: Vec<Row>) -> Vec<Difference> {
     let kp = &side.tp.key_positions;
     let key_of = |row: &Row| -> Vec<Value> { kp.iter().map(|&p| row[p].clone()).collect() };
-    let mut targets: HashMap<Vec<Value>, Row> = HashMap::with_capacity(target_rows.len());
-    for row in target_rows {
-        targets.insert(normal_key(key_of(&row)), row);
-    }
+    let same_key = |a: &Row, b: &Row| kp.iter().all(|&p| same_value(&a[p], &b[p]));
     let mut diffs = Vec::new();
-    for row in source_rows {
+    let mut source_rows = source_rows.into_iter();
+    let mut target_rows = target_rows.into_iter().peekable();
+    let mut unpaired: Option<(Vec<Value>, Row, Vec<usize>)> = None;
+    for row in source_rows.by_ref() {
         let key = key_of(&row);
         let (fitted, unfit) = fit_row(row, &side.write, limits);
+        match target_rows.peek() {
+            Some(target) if same_key(&fitted, target) => {
+                let target = target_rows.next().unwrap_or_default();
+                diffs.extend(changed(key, fitted, target, &unfit));
+            }
+            _ => {
+                unpaired = Some((key, fitted, unfit));
+                break;
+            }
+        }
+    }
+    let Some(first) = unpaired else {
+        diffs.extend(target_rows.map(|row| extra(key_of(&row), row)));
+        return diffs;
+    };
+    // the rest, by key
+    let mut targets: HashMap<Vec<Value>, Row> = target_rows.map(|row| (normal_key(key_of(&row)), row)).collect();
+    let rest = std::iter::once(first).chain(source_rows.map(|row| {
+        let key = key_of(&row);
+        let (fitted, unfit) = fit_row(row, &side.write, limits);
+        (key, fitted, unfit)
+    }));
+    for (key, fitted, unfit) in rest {
         match targets.remove(&normal_key(key_of(&fitted))) {
             None => diffs.push(Difference {
                 kind: DiffKind::Missing,
@@ -589,33 +615,27 @@ fn compare_rows(side: &Side<'_>, limits: &Limits, source_rows: Vec<Row>, target_
                 target: None,
                 columns: vec![],
             }),
-            Some(target) => {
-                let columns: Vec<usize> =
-                    (0..fitted.len()).filter(|&i| unfit.contains(&i) || !same_value(&fitted[i], &target[i])).collect();
-                if !columns.is_empty() {
-                    diffs.push(Difference {
-                        kind: DiffKind::Changed,
-                        key,
-                        source: Some(fitted),
-                        target: Some(target),
-                        columns,
-                    });
-                }
-            }
+            Some(target) => diffs.extend(changed(key, fitted, target, &unfit)),
         }
     }
-    let mut extra: Vec<Row> = targets.into_values().collect();
-    extra.sort_by_cached_key(|r| format!("{:?}", key_of(r)));
-    for row in extra {
-        diffs.push(Difference {
-            kind: DiffKind::Extra,
-            key: key_of(&row),
-            source: None,
-            target: Some(row),
-            columns: vec![],
-        });
-    }
+    let mut extras: Vec<Row> = targets.into_values().collect();
+    extras.sort_by_cached_key(|r| format!("{:?}", key_of(r)));
+    diffs.extend(extras.into_iter().map(|row| extra(key_of(&row), row)));
     diffs
+}
+
+/// The difference of a paired row, if a column differs (or could not be fitted).
+fn changed(key: Vec<Value>, fitted: Row, target: Row, unfit: &[usize]) -> Option<Difference> {
+    let columns: Vec<usize> =
+        (0..fitted.len()).filter(|&i| unfit.contains(&i) || !same_value(&fitted[i], &target[i])).collect();
+    if columns.is_empty() {
+        return None;
+    }
+    Some(Difference { kind: DiffKind::Changed, key, source: Some(fitted), target: Some(target), columns })
+}
+
+fn extra(key: Vec<Value>, row: Row) -> Difference {
+    Difference { kind: DiffKind::Extra, key, source: None, target: Some(row), columns: vec![] }
 }
 
 /// A key in the form both sides agree on: decimals without trailing zeros, timestamps
@@ -634,23 +654,21 @@ fn normal_key(key: Vec<Value>) -> Vec<Value> {
         .collect()
 }
 
-/// Fits a source row to the target's columns, value by value. A value the target
-/// cannot hold stays as it was and its position is returned (a difference: no copy
-/// could have written it).
-fn fit_row(row: Row, write: &TableSchema, limits: &Limits) -> (Row, Vec<usize>) {
+/// Fits a source row to the target's columns, value by value, in place. A value the
+/// target cannot hold is replaced by the reason, and its position returned (a
+/// difference: no copy could have written it).
+fn fit_row(mut row: Row, write: &TableSchema, limits: &Limits) -> (Row, Vec<usize>) {
     let mut unfit = Vec::new();
-    let fitted = row
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| match fit(v.clone(), &write.columns[i], limits) {
-            Ok(f) => f,
-            Err(_) => {
+    for (i, cell) in row.iter_mut().enumerate() {
+        match fit(std::mem::replace(cell, Value::Null), &write.columns[i], limits) {
+            Ok(v) => *cell = v,
+            Err(e) => {
+                *cell = Value::Text(format!("(cannot be stored in the target: {})", e.message()));
                 unfit.push(i);
-                v
             }
-        })
-        .collect();
-    (fitted, unfit)
+        }
+    }
+    (row, unfit)
 }
 
 /// Whether a fitted source value and a target value are the same data, allowing for
