@@ -21,7 +21,7 @@
 //!
 //! For `pontoon verify`, readers compute a key range's row count and order-independent
 //! hash in the server (`Reader::checksum`, module `checksum`): one `SELECT COUNT(*),
-//! SUM(<64 bits of the SHA1 of each row's canonical text>)`, so no row leaves the server.
+//! SUM(<CRC32C of each row's canonical text>)`, so no row leaves the server.
 
 mod binlog;
 mod catalog;
