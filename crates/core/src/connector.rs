@@ -129,6 +129,16 @@ pub trait Reader: Send {
         Ok(None)
     }
 
+    /// [`Reader::checksum`] of consecutive key ranges in one pass over the table:
+    /// `bounds` (ascending, in key order) split the scan's rows into `bounds.len() + 1`
+    /// ranges, `(-inf, b0]`, `(b0, b1]`, ..., `(b_last, +inf)`, and each gets the
+    /// checksum `checksum` would give it. For engines where one scan of the table
+    /// costs much less than a range scan per chunk. `Ok(None)` when the engine cannot
+    /// (the default), e.g. for a key other than one integer column.
+    async fn checksum_ranges(&mut self, _scan: &ScanSpec, _bounds: &[Vec<Value>]) -> Result<Option<Vec<Checksum>>> {
+        Ok(None)
+    }
+
     /// The current rows whose key is one of `keys` (source key values, in
     /// `ScanSpec::key` order, decoded as `scan` decodes `key_types`) and that pass the
     /// scan's `filter` and `partition`, with the columns of `ScanSpec::select`, in any

@@ -399,6 +399,36 @@ async fn verify_table(
     let mut next_seq = chunks.len() as u64;
     let workers = ctx.settings.workers.max(1);
     let mut readers: Vec<Readers> = (0..workers).map(|_| Readers::default()).collect();
+    // Where both databases checksum key ranges in one scan of the table (PostgreSQL,
+    // one integer key), the whole table is planned first and settled in one pass;
+    // only the chunks whose checksums differ are compared row by row.
+    let mut checksum_each = side.checksums;
+    if side.checksums {
+        let mut planned = Vec::new();
+        while let Some(after) = walk.take() {
+            let upto = next_boundary(ctx, side, &mut readers[0], &after).await?;
+            walk = upto.clone().map(Some);
+            planned.push((next_seq, KeyRange { after, upto }));
+            next_seq += 1;
+            if planned.len() == 256 || walk.is_none() {
+                ctx.state.plan_verify_chunks(run, table, &planned)?;
+                todo.extend(planned.drain(..));
+            }
+        }
+        if let Some(settled) = checksum_pass(ctx, side, &mut readers[0], run, table).await? {
+            for (seq, rows) in settled {
+                let chunk = todo.iter().position(|(s, _)| *s == seq).and_then(|i| todo.remove(i));
+                let Some((seq, range)) = chunk else { continue };
+                let done = VerifiedChunk { seq, range, done: true, rows, differences: 0, fast: true };
+                ctx.state.verify_chunk_done(run, table, &done, &[])?;
+                out.rows_compared += rows;
+                out.chunks += 1;
+                out.chunks_by_checksum += 1;
+            }
+            // the others differ: straight to their rows
+            checksum_each = false;
+        }
+    }
     loop {
         if ctx.stop.load(Ordering::Relaxed) {
             return Ok((out, true));
@@ -423,7 +453,7 @@ async fn verify_table(
             batch
                 .into_iter()
                 .zip(readers.iter_mut())
-                .map(|((seq, range), r)| compare_chunk(ctx, side, limits, r, seq, range)),
+                .map(|((seq, range), r)| compare_chunk(ctx, side, limits, r, seq, range, checksum_each)),
         )
         .await;
         for result in results {
@@ -439,6 +469,53 @@ async fn verify_table(
             out.settled_on_recheck += settled;
         }
     }
+}
+
+/// The one-pass checksums of every planned chunk of the table on both sides
+/// (`Reader::checksum_ranges`): the chunks (sequence number, rows) whose checksums
+/// agree, or `None` when either side cannot.
+async fn checksum_pass(
+    ctx: &VerifyContext,
+    side: &Side<'_>,
+    readers: &mut Readers,
+    run: i64,
+    table: &str,
+) -> Result<Option<Vec<(u64, u64)>>> {
+    let chunks = ctx.state.verified_chunks(run, table)?;
+    let bounds: Vec<Vec<Value>> = chunks.iter().filter_map(|c| c.range.upto.clone()).collect();
+    if bounds.len() + 1 != chunks.len() {
+        return Ok(None);
+    }
+    let mut backoff = ctx.retry.backoff();
+    let (s, t) = loop {
+        let attempt = async {
+            let (source, target) = readers.both(ctx).await?;
+            let (s, t) = tokio::join!(
+                source.checksum_ranges(&side.source_scan, &bounds),
+                target.checksum_ranges(&side.target_scan, &bounds)
+            );
+            Ok::<_, Error>((s?, t?))
+        };
+        match attempt.await {
+            Ok(r) => break r,
+            Err(e) => {
+                *readers = Readers::default();
+                backoff.retry_after("checksum the table's chunks", e).await?;
+            }
+        }
+    };
+    let (Some(s), Some(t)) = (s, t) else { return Ok(None) };
+    if s.len() != chunks.len() || t.len() != chunks.len() {
+        return Err(Error::internal("a range checksum pass returned the wrong number of ranges"));
+    }
+    Ok(Some(
+        chunks
+            .iter()
+            .zip(s.iter().zip(&t))
+            .filter(|(c, (s, t))| !c.done && s == t)
+            .map(|(c, (s, _))| (c.seq, s.rows))
+            .collect(),
+    ))
 }
 
 /// The end of the chunk after `after` on the source's key index (`None`: the table's end).
@@ -473,10 +550,11 @@ async fn compare_chunk(
     readers: &mut Readers,
     seq: u64,
     range: KeyRange,
+    try_checksum: bool,
 ) -> Result<(VerifiedChunk, Vec<Difference>, u64)> {
     let mut backoff = ctx.retry.backoff();
     loop {
-        match compare_chunk_once(ctx, side, limits, readers, seq, &range).await {
+        match compare_chunk_once(ctx, side, limits, readers, seq, &range, try_checksum).await {
             Ok(r) => return Ok(r),
             Err(e) => {
                 *readers = Readers::default();
@@ -493,10 +571,11 @@ async fn compare_chunk_once(
     readers: &mut Readers,
     seq: u64,
     range: &KeyRange,
+    try_checksum: bool,
 ) -> Result<(VerifiedChunk, Vec<Difference>, u64)> {
     let (source, target) = readers.both(ctx).await?;
     let read_at = now_micros();
-    if side.checksums {
+    if try_checksum {
         let (s, t) = tokio::join!(source.checksum(&side.source_scan, range), target.checksum(&side.target_scan, range));
         // a side that cannot checksum this chunk (MariaDB refuses one that raised a
         // warning) leaves it to the row comparison; a transient error is retried

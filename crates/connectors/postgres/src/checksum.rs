@@ -37,7 +37,7 @@
 //! Two databases of the same server encoding holding the same values give the same
 //! checksum; text hashes over the bytes of the server encoding.
 
-use pontoon_core::{Checksum, ColumnType, Error, KeyRange, Result, ScanSpec, SelectExpr, SelectItem};
+use pontoon_core::{Checksum, ColumnType, Error, KeyRange, Result, ScanSpec, SelectExpr, SelectItem, Value};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::errors::pg_error;
@@ -74,6 +74,65 @@ pub(crate) async fn checksum(client: &Client, scan: &ScanSpec, range: &KeyRange)
         })?,
     };
     Ok(Some(Checksum { rows, hash }))
+}
+
+/// The checksums of the ranges that `bounds` split the scan into (see
+/// `Reader::checksum_ranges`), in one scan of the table: each row's range is
+/// `width_bucket` of its key among the bounds plus one (so a key equal to a bound
+/// falls in the range that bound ends). Only for one integer key column; sorting is
+/// off for the statement, or the planner, expecting a group per key, sorts the table
+/// instead of hashing a few hundred groups.
+pub(crate) async fn checksum_ranges(
+    client: &Client,
+    scan: &ScanSpec,
+    bounds: &[Vec<Value>],
+) -> Result<Option<Vec<Checksum>>> {
+    let Some(sql) = checksum_ranges_sql(scan, bounds) else {
+        return Ok(None);
+    };
+    let table = scan.table.as_str();
+    let what = "computing checksums of key ranges";
+    let messages = client
+        .simple_query(&format!("BEGIN; SET LOCAL enable_sort = off; {sql}; COMMIT"))
+        .await
+        .map_err(|e| pg_error(e, what).in_table(table))?;
+    let mut out = vec![Checksum { rows: 0, hash: 0 }; bounds.len() + 1];
+    for m in &messages {
+        let SimpleQueryMessage::Row(row) = m else { continue };
+        let bucket = row.get(0).and_then(|b| b.parse::<usize>().ok()).filter(|b| *b < out.len());
+        let rows = row.get(1).and_then(|n| n.parse::<u64>().ok());
+        let hash = row.get(2).map(wrap_sum).unwrap_or(Some(0));
+        let (Some(bucket), Some(rows), Some(hash)) = (bucket, rows, hash) else {
+            return Err(Error::internal("the range checksum query returned a row pontoon cannot read").in_table(table));
+        };
+        out[bucket] = Checksum { rows, hash };
+    }
+    Ok(Some(out))
+}
+
+/// The statement of [`checksum_ranges`], or `None` when the key is not one integer
+/// column or an item is an SQL expression.
+pub(crate) fn checksum_ranges_sql(scan: &ScanSpec, bounds: &[Vec<Value>]) -> Option<String> {
+    let ([key], [ColumnType::Int { .. }]) = (scan.key.as_slice(), scan.key_types.as_slice()) else {
+        return None;
+    };
+    // `width_bucket` counts the thresholds <= key; the range of a key counts the
+    // bounds < key, that is the thresholds bound + 1 <= key
+    let mut thresholds = Vec::with_capacity(bounds.len());
+    for b in bounds {
+        match b.as_slice() {
+            [Value::Int(i)] if *i < i64::MAX => thresholds.push((i + 1).to_string()),
+            _ => return None,
+        }
+    }
+    let hash = row_hash(&scan.select)?;
+    Some(format!(
+        "SELECT width_bucket({}::int8, '{{{}}}'::int8[]), count(*), sum({hash})::text FROM {}{} GROUP BY 1",
+        quote_ident(key),
+        thresholds.join(","),
+        quote_ident(&scan.table),
+        where_clause(&scan_conditions(scan, &KeyRange::ALL))
+    ))
 }
 
 /// `sum` (an integer in decimal, possibly negative) modulo 2^64.

@@ -244,6 +244,14 @@ impl Reader for PgReader {
         crate::checksum::checksum(&self.session.client, scan, range).await
     }
 
+    async fn checksum_ranges(
+        &mut self,
+        scan: &ScanSpec,
+        bounds: &[Vec<Value>],
+    ) -> Result<Option<Vec<pontoon_core::Checksum>>> {
+        crate::checksum::checksum_ranges(&self.session.client, scan, bounds).await
+    }
+
     /// `SELECT <select> FROM t WHERE <filter> AND <partition> AND key IN (...)`, one
     /// statement per 1000 keys (`FETCH_KEYS_BATCH`), decoded exactly as [`PgReader::scan`]
     /// decodes.

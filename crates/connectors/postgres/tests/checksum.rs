@@ -283,6 +283,39 @@ async fn filter_partition_and_range_restrict_rows_as_scan_does() {
     }
 }
 
+/// One scan's checksums of the ranges between bounds are each range's own checksum,
+/// with a filter, keys equal to a bound in the range it ends, negative keys, empty
+/// ranges; keys other than one integer column are left to `checksum`.
+#[tokio::test]
+async fn ranges_in_one_pass_equal_each_range_alone() {
+    let db = pg_db();
+    db.sql(
+        "CREATE TABLE rp (id bigint PRIMARY KEY, v text, f float8);
+         INSERT INTO rp SELECT g, CASE WHEN g % 7 = 0 THEN NULL ELSE 'v' || g END, g / 3.0 FROM generate_series(-500, 500) g;
+         CREATE TABLE tk (id text PRIMARY KEY); INSERT INTO tk VALUES ('a');",
+    );
+    let mut r = reader(&db).await;
+    let base = spec(&mut r, "rp").await;
+    let b = |i: i64| vec![Value::Int(i)];
+    let bounds = [b(-501), b(-100), b(0), b(1), b(250), b(260), b(499)];
+    for filter in [None, Some("id % 3 <> 0".to_string())] {
+        let scan = ScanSpec { filter: filter.clone(), ..base.clone() };
+        let pass = r.checksum_ranges(&scan, &bounds).await.unwrap().expect("one integer key: one pass");
+        assert_eq!(pass.len(), bounds.len() + 1);
+        let mut after = None;
+        for (i, got) in pass.iter().enumerate() {
+            let upto = bounds.get(i).cloned();
+            let range = KeyRange { after: after.clone(), upto: upto.clone() };
+            assert_eq!(*got, checksum(&mut r, &scan, &range).await, "range {i} ({range:?}), filter {filter:?}");
+            after = upto;
+        }
+        assert_eq!(pass[0].rows, 0, "no key at or below -501");
+        assert_eq!(pass.iter().map(|c| c.rows).sum::<u64>(), checksum(&mut r, &scan, &KeyRange::ALL).await.rows);
+    }
+    let text_key = spec(&mut r, "tk").await;
+    assert_eq!(r.checksum_ranges(&text_key, &[vec![Value::Text("a".into())]]).await.unwrap(), None);
+}
+
 #[tokio::test]
 async fn sql_expressions_have_no_checksum() {
     let db = pg_db();
