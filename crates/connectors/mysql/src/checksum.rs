@@ -76,11 +76,7 @@ fn wrap_sum(sum: &str) -> Option<u64> {
 /// The statement, or `None` when an item is an SQL expression.
 pub(crate) fn checksum_sql(scan: &ScanSpec, range: &KeyRange) -> Option<String> {
     let text = row_text(&scan.select)?;
-    Some(format!(
-        "SELECT COUNT(*), SUM(CRC32C({text})) FROM {}{}",
-        quote(&scan.table),
-        where_clause(scan, range)
-    ))
+    Some(format!("SELECT COUNT(*), SUM(CRC32C({text})) FROM {}{}", quote(&scan.table), where_clause(scan, range)))
 }
 
 /// The canonical text of one row.
