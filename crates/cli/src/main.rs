@@ -139,11 +139,19 @@ fn init_logs(verbose: u8) {
     let default = match verbose {
         0 => "warn",
         1 => "info",
-        _ => "debug",
+        // the drivers log statements with their parameters (row values) at debug
+        _ => "debug,tokio_postgres=info,mysql_async=info,mysql_common=info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PONTOON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    // colours only on a terminal: a log redirected to a file stays plain text
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
 }
 
 async fn run(cli: Cli) -> Result<u8, Failure> {

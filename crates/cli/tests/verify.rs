@@ -201,7 +201,10 @@ fn an_interrupted_verify_continues_after_its_last_chunk() {
     let compared = || {
         StateStore::open(&state_path)
             .ok()
-            .and_then(|s| s.last_verify_run().ok().flatten().map(|r| s.verified_chunks(r.id, "t").unwrap().len()))
+            .and_then(|s| {
+                let run = s.last_verify_run().ok().flatten()?;
+                Some(s.verified_chunks(run.id, "t").unwrap().iter().filter(|c| c.done).count())
+            })
             .unwrap_or(0)
     };
     while compared() < 20 {
@@ -386,4 +389,47 @@ fn a_partition_of_a_table_is_verified_alone() {
 
     let out = pontoon(&["verify", job_s, "--json"]);
     assert_eq!(last_json(&out)["differences"], 3, "all tables, all partitions");
+}
+
+/// PostgreSQL to PostgreSQL with one integer key: verify splits the key's span into
+/// ranges of equal width and checksums them all in one scan per side; with keys spread
+/// unevenly (20,000 dense keys, then 100 keys a trillion away) one range holds almost
+/// every row, and when it differs it is read in pieces of about `chunk_rows` rows.
+#[test]
+fn an_uneven_integer_key_is_checksummed_in_one_pass_and_read_in_pieces() {
+    let dir = temp_dir("pontoon-verify-uneven");
+    let src = pg_db();
+    let dst = pg_db();
+    src.sql(
+        "CREATE TABLE t (id bigint PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 20000) g;
+         INSERT INTO t SELECT 1000000000000 + g, 'w' || g FROM generate_series(1, 100) g;
+         ANALYZE t;",
+    );
+    let job = write_job(dir.path(), &src.url, &dst.url, "[verify]\nchunk_rows = 1000\n");
+    let job_s = job.to_str().unwrap();
+    assert_eq!(pontoon(&["copy", job_s]).status.code(), Some(0));
+
+    let out = pontoon(&["verify", job_s, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = last_json(&out);
+    let t = &report["tables"][0];
+    assert_eq!(report["rows_compared"], 20100, "{report}");
+    assert_eq!(t["chunks_by_checksum"], t["chunks"], "{report}");
+
+    dst.sql("UPDATE t SET v = 'x' WHERE id = 15000; DELETE FROM t WHERE id = 1000000000050;");
+    let out = pontoon(&["verify", job_s, "--json", "-vv"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let report = last_json(&out);
+    assert_eq!((report["rows_compared"].as_u64(), report["differences"].as_u64()), (Some(20100), Some(2)), "{report}");
+    let pieces = stderr(&out)
+        .lines()
+        .find(|l| l.contains("read in pieces"))
+        .and_then(|l| l.split("pieces=").nth(1))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no chunk was read in pieces:\n{}", stderr(&out)));
+    assert!(pieces >= 15, "the dense range holds 20,000 rows: about 20 pieces of 1,000, got {pieces}");
+    let lines = std::fs::read_to_string(dir.path().join("job.verify.jsonl")).unwrap();
+    assert!(lines.contains(r#""key":{"id":15000}"#) && lines.contains(r#""key":{"id":1000000000050}"#), "{lines}");
 }

@@ -95,6 +95,14 @@ pub trait Reader: Send {
     /// `step` rows remain. Chunk boundaries are built from it.
     async fn key_after(&mut self, scan: &ScanSpec, after: Option<&[Value]>, step: u64) -> Result<Option<Vec<Value>>>;
 
+    /// The smallest and the largest key within the scan's filter and partition, when
+    /// the engine finds them cheaply (an index's two ends) and the key is one integer
+    /// column; `Ok(None)` otherwise (the default) and for an empty table. Verify splits
+    /// such a key's span into ranges of equal width instead of walking the index.
+    async fn key_span(&mut self, _scan: &ScanSpec) -> Result<Option<(i64, i64)>> {
+        Ok(None)
+    }
+
     /// Distinct values of `column` (of source type `ty`) with their row counts,
     /// within `filter`, smallest count first.
     async fn partitions(

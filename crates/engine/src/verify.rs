@@ -403,7 +403,19 @@ async fn verify_table(
     // one integer key), the whole table is planned first and settled in one pass;
     // only the chunks whose checksums differ are compared row by row.
     let mut checksum_each = side.checksums;
+    let mut differing: HashMap<u64, u64> = HashMap::new();
     if side.checksums {
+        if chunks.is_empty()
+            && let Some(ranges) = equal_width_ranges(ctx, side, &mut readers[0]).await?
+        {
+            let planned: Vec<(u64, KeyRange)> = (0..).zip(ranges).collect();
+            for part in planned.chunks(256) {
+                ctx.state.plan_verify_chunks(run, table, part)?;
+            }
+            next_seq = planned.len() as u64;
+            todo.extend(planned);
+            walk = None;
+        }
         let mut planned = Vec::new();
         while let Some(after) = walk.take() {
             let upto = next_boundary(ctx, side, &mut readers[0], &after).await?;
@@ -415,7 +427,8 @@ async fn verify_table(
                 todo.extend(planned.drain(..));
             }
         }
-        if let Some(settled) = checksum_pass(ctx, side, &mut readers[0], run, table).await? {
+        if let Some((settled, differ)) = checksum_pass(ctx, side, &mut readers[0], run, table).await? {
+            differing = differ;
             for (seq, rows) in settled {
                 let chunk = todo.iter().position(|(s, _)| *s == seq).and_then(|i| todo.remove(i));
                 let Some((seq, range)) = chunk else { continue };
@@ -449,13 +462,16 @@ async fn verify_table(
             return Ok((out, false));
         }
         let batch: Vec<(u64, KeyRange)> = todo.drain(..todo.len().min(workers)).collect();
-        let results = futures_util::future::join_all(
-            batch
-                .into_iter()
-                .zip(readers.iter_mut())
-                .map(|((seq, range), r)| compare_chunk(ctx, side, limits, r, seq, range, checksum_each)),
-        )
-        .await;
+        let results =
+            futures_util::future::join_all(batch.into_iter().zip(readers.iter_mut()).map(|((seq, range), r)| {
+                let known = match differing.get(&seq) {
+                    Some(&rows) => Known::Differs { rows },
+                    None if checksum_each => Known::Nothing,
+                    None => Known::Differs { rows: 0 },
+                };
+                compare_chunk(ctx, side, limits, r, seq, range, known)
+            }))
+            .await;
         for result in results {
             let (chunk, diffs, settled) = result?;
             let stored: Vec<StoredDiff> = diffs.iter().map(|d| stored(side, d)).collect();
@@ -471,16 +487,19 @@ async fn verify_table(
     }
 }
 
+/// Chunks (sequence number, rows) whose checksums agree, and the rows (the larger
+/// side's) of those that differ.
+type PassResult = (Vec<(u64, u64)>, HashMap<u64, u64>);
+
 /// The one-pass checksums of every planned chunk of the table on both sides
-/// (`Reader::checksum_ranges`): the chunks (sequence number, rows) whose checksums
-/// agree, or `None` when either side cannot.
+/// (`Reader::checksum_ranges`), or `None` when either side cannot.
 async fn checksum_pass(
     ctx: &VerifyContext,
     side: &Side<'_>,
     readers: &mut Readers,
     run: i64,
     table: &str,
-) -> Result<Option<Vec<(u64, u64)>>> {
+) -> Result<Option<PassResult>> {
     let chunks = ctx.state.verified_chunks(run, table)?;
     let bounds: Vec<Vec<Value>> = chunks.iter().filter_map(|c| c.range.upto.clone()).collect();
     if bounds.len() + 1 != chunks.len() {
@@ -508,14 +527,50 @@ async fn checksum_pass(
     if s.len() != chunks.len() || t.len() != chunks.len() {
         return Err(Error::internal("a range checksum pass returned the wrong number of ranges"));
     }
-    Ok(Some(
-        chunks
-            .iter()
-            .zip(s.iter().zip(&t))
-            .filter(|(c, (s, t))| !c.done && s == t)
-            .map(|(c, (s, _))| (c.seq, s.rows))
-            .collect(),
-    ))
+    let (mut equal, mut differ) = (Vec::new(), HashMap::new());
+    for (c, (s, t)) in chunks.iter().zip(s.iter().zip(&t)).filter(|(c, _)| !c.done) {
+        if s == t {
+            equal.push((c.seq, s.rows));
+        } else {
+            differ.insert(c.seq, s.rows.max(t.rows));
+        }
+    }
+    Ok(Some((equal, differ)))
+}
+
+/// The table as ranges of equal key width (about `chunk_rows` rows each where keys
+/// are spread evenly), from the key's two ends (`Reader::key_span`), instead of a
+/// walk of the whole index; `None` where the source cannot tell the span.
+async fn equal_width_ranges(
+    ctx: &VerifyContext,
+    side: &Side<'_>,
+    readers: &mut Readers,
+) -> Result<Option<Vec<KeyRange>>> {
+    let mut backoff = ctx.retry.backoff();
+    let span = loop {
+        let attempt = async { readers.both(ctx).await?.0.key_span(&side.source_scan).await };
+        match attempt.await {
+            Ok(span) => break span,
+            Err(e) => {
+                *readers = Readers::default();
+                backoff.retry_after("find the key's span", e).await?;
+            }
+        }
+    };
+    let Some((min, max)) = span else { return Ok(None) };
+    let count = (side.tp.estimated_rows / ctx.settings.chunk_rows.max(1)).clamp(1, 100_000) as i128;
+    let width = ((max as i128 - min as i128) / count + 1).max(1);
+    let mut ranges = Vec::new();
+    let mut after: Option<Vec<Value>> = None;
+    let mut upto = min as i128 - 1 + width;
+    while upto < max as i128 {
+        let bound = Some(vec![Value::Int(upto as i64)]);
+        ranges.push(KeyRange { after: after.take(), upto: bound.clone() });
+        after = bound;
+        upto += width;
+    }
+    ranges.push(KeyRange { after, upto: None });
+    Ok(Some(ranges))
 }
 
 /// The end of the chunk after `after` on the source's key index (`None`: the table's end).
@@ -550,11 +605,11 @@ async fn compare_chunk(
     readers: &mut Readers,
     seq: u64,
     range: KeyRange,
-    try_checksum: bool,
+    known: Known,
 ) -> Result<(VerifiedChunk, Vec<Difference>, u64)> {
     let mut backoff = ctx.retry.backoff();
     loop {
-        match compare_chunk_once(ctx, side, limits, readers, seq, &range, try_checksum).await {
+        match compare_chunk_once(ctx, side, limits, readers, seq, &range, known).await {
             Ok(r) => return Ok(r),
             Err(e) => {
                 *readers = Readers::default();
@@ -571,11 +626,10 @@ async fn compare_chunk_once(
     readers: &mut Readers,
     seq: u64,
     range: &KeyRange,
-    try_checksum: bool,
+    mut known: Known,
 ) -> Result<(VerifiedChunk, Vec<Difference>, u64)> {
     let (source, target) = readers.both(ctx).await?;
-    let read_at = now_micros();
-    if try_checksum {
+    if matches!(known, Known::Nothing) && side.checksums {
         let (s, t) = tokio::join!(source.checksum(&side.source_scan, range), target.checksum(&side.target_scan, range));
         // a side that cannot checksum this chunk (MariaDB refuses one that raised a
         // warning) leaves it to the row comparison; a transient error is retried
@@ -587,24 +641,81 @@ async fn compare_chunk_once(
             }
             ok => ok,
         };
-        if let (Some(s), Some(t)) = (usable(s)?, usable(t)?)
-            && s == t
-        {
-            let chunk =
-                VerifiedChunk { seq, range: range.clone(), done: true, rows: s.rows, differences: 0, fast: true };
-            return Ok((chunk, Vec::new(), 0));
+        if let (Some(s), Some(t)) = (usable(s)?, usable(t)?) {
+            if s == t {
+                let chunk =
+                    VerifiedChunk { seq, range: range.clone(), done: true, rows: s.rows, differences: 0, fast: true };
+                return Ok((chunk, Vec::new(), 0));
+            }
+            known = Known::Differs { rows: s.rows.max(t.rows) };
         }
     }
-    let (s, t) = tokio::join!(source.scan(&side.source_scan, range), target.scan(&side.target_scan, range));
-    let (source_rows, target_rows) = (s?, t?);
-    let rows = source_rows.len() as u64;
-    let candidates = compare_rows(side, limits, source_rows, target_rows);
-    let first = candidates.len() as u64;
-    let diffs = settle(ctx, side, limits, source, target, candidates, read_at).await?;
+    // a chunk much larger than `chunk_rows` (an equal-width range over unevenly
+    // spread keys) is read in pieces of about `chunk_rows` rows
+    let pieces = match known {
+        Known::Differs { rows } if rows > 2 * ctx.settings.chunk_rows => split_range(ctx, side, source, range).await?,
+        _ => vec![range.clone()],
+    };
+    let (mut rows, mut first, mut diffs) = (0, 0, Vec::new());
+    for piece in &pieces {
+        let read_at = now_micros();
+        let (s, t) = tokio::join!(source.scan(&side.source_scan, piece), target.scan(&side.target_scan, piece));
+        let (source_rows, target_rows) = (s?, t?);
+        rows += source_rows.len() as u64;
+        let candidates = compare_rows(side, limits, source_rows, target_rows);
+        first += candidates.len() as u64;
+        diffs.extend(settle(ctx, side, limits, source, target, candidates, read_at).await?);
+    }
     let settled = first - diffs.len() as u64;
     let chunk =
         VerifiedChunk { seq, range: range.clone(), done: true, rows, differences: diffs.len() as u64, fast: false };
     Ok((chunk, diffs, settled))
+}
+
+/// What is known about a chunk before it is compared.
+#[derive(Debug, Clone, Copy)]
+enum Known {
+    Nothing,
+    /// Its checksums differ (or cannot settle it); `rows` on the larger side.
+    Differs {
+        rows: u64,
+    },
+}
+
+/// An integer-keyed range cut into pieces of about `chunk_rows` rows by walking the
+/// source's key index (the walk stops at the range's end: integer keys compare in
+/// Rust as in SQL). Other keys: the range whole.
+async fn split_range(
+    ctx: &VerifyContext,
+    side: &Side<'_>,
+    source: &mut dyn Reader,
+    range: &KeyRange,
+) -> Result<Vec<KeyRange>> {
+    let int = |k: &Option<Vec<Value>>| match k.as_deref() {
+        Some([Value::Int(i)]) => Some(*i),
+        _ => None,
+    };
+    let end = int(&range.upto);
+    if range.upto.is_some() && end.is_none() {
+        return Ok(vec![range.clone()]);
+    }
+    let mut pieces = Vec::new();
+    let mut after = range.after.clone();
+    loop {
+        let next = source.key_after(&side.source_scan, after.as_deref(), ctx.settings.chunk_rows).await?;
+        let inside = match (int(&next), end) {
+            (Some(k), Some(end)) => k < end,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !inside {
+            pieces.push(KeyRange { after, upto: range.upto.clone() });
+            tracing::debug!(table = %side.tp.job.source, pieces = pieces.len(), "a large differing chunk is read in pieces");
+            return Ok(pieces);
+        }
+        pieces.push(KeyRange { after, upto: next.clone() });
+        after = next;
+    }
 }
 
 /// The candidates (read at `read_at`) that still differ when read again by key;

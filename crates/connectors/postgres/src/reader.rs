@@ -169,6 +169,28 @@ impl Reader for PgReader {
         Ok(rows.pop())
     }
 
+    /// `min` and `max` of one integer key column, answered from the primary key
+    /// index's two ends.
+    async fn key_span(&mut self, scan: &ScanSpec) -> Result<Option<(i64, i64)>> {
+        let ([key], [ColumnType::Int { .. }]) = (scan.key.as_slice(), scan.key_types.as_slice()) else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "SELECT min({k})::int8, max({k})::int8 FROM {}{}",
+            quote_ident(&scan.table),
+            where_clause(&scan_conditions(scan, &KeyRange::ALL)),
+            k = quote_ident(key)
+        );
+        let row = self
+            .session
+            .client
+            .query_one(sql.as_str(), &[])
+            .await
+            .map_err(|e| crate::errors::pg_error(e, "finding the key's span").in_table(&scan.table))?;
+        let (min, max): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+        Ok(min.zip(max))
+    }
+
     async fn partitions(
         &mut self,
         table: &str,
