@@ -79,9 +79,11 @@ pub(crate) async fn checksum(client: &Client, scan: &ScanSpec, range: &KeyRange)
 /// The checksums of the ranges that `bounds` split the scan into (see
 /// `Reader::checksum_ranges`), in one scan of the table: each row's range is
 /// `width_bucket` of its key among the bounds plus one (so a key equal to a bound
-/// falls in the range that bound ends). Only for one integer key column; sorting is
-/// off for the statement, or the planner, expecting a group per key, sorts the table
-/// instead of hashing a few hundred groups.
+/// falls in the range that bound ends). Only for one integer key column. The planner
+/// expects a group per key, so for this statement sorting is off (it would sort the
+/// table on disk instead of hashing a few hundred groups) and parallel plans cost
+/// nothing extra (it would not split the hashing between workers): 553 ms -> 334 ms
+/// for 1M rows.
 pub(crate) async fn checksum_ranges(
     client: &Client,
     scan: &ScanSpec,
@@ -93,7 +95,10 @@ pub(crate) async fn checksum_ranges(
     let table = scan.table.as_str();
     let what = "computing checksums of key ranges";
     let messages = client
-        .simple_query(&format!("BEGIN; SET LOCAL enable_sort = off; {sql}; COMMIT"))
+        .simple_query(&format!(
+            "BEGIN; SET LOCAL enable_sort = off; SET LOCAL parallel_setup_cost = 0; \
+             SET LOCAL parallel_tuple_cost = 0; {sql}; COMMIT"
+        ))
         .await
         .map_err(|e| pg_error(e, what).in_table(table))?;
     let mut out = vec![Checksum { rows: 0, hash: 0 }; bounds.len() + 1];
