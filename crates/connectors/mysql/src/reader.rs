@@ -114,6 +114,28 @@ impl Reader for MysqlReader {
         Ok(rows.pop())
     }
 
+    /// `MIN` and `MAX` of one signed integer key column: InnoDB reads the two ends of
+    /// the clustered index (a walk of it would read every row's page).
+    async fn key_span(&mut self, scan: &ScanSpec) -> Result<Option<(i64, i64)>> {
+        let ([key], [ColumnType::Int { unsigned: false, .. }]) = (scan.key.as_slice(), scan.key_types.as_slice())
+        else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "SELECT MIN({k}), MAX({k}) FROM {}{}",
+            quote(&scan.table),
+            where_clause(scan, &KeyRange::ALL),
+            k = quote(key)
+        );
+        let types = [&ColumnType::I64, &ColumnType::I64];
+        let names = ["min".to_string(), "max".to_string()];
+        let rows = self.query_rows(&sql, &types, &names).await.map_err(|e| e.in_table(&scan.table))?;
+        Ok(match rows.first().map(Vec::as_slice) {
+            Some([Value::Int(min), Value::Int(max)]) => Some((*min, *max)),
+            _ => None,
+        })
+    }
+
     async fn partitions(
         &mut self,
         table: &str,

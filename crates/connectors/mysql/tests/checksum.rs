@@ -371,3 +371,25 @@ fn item_name(item: &SelectItem) -> &str {
         SelectExpr::Column(c) | SelectExpr::Sql(c) => c,
     }
 }
+
+/// `key_span`: the smallest and largest signed integer key within the filter; no span
+/// for other keys or an empty table.
+#[tokio::test]
+async fn the_key_span_of_an_integer_key() {
+    let db = mysql_db();
+    db.sql(
+        "CREATE TABLE ks (id bigint PRIMARY KEY, v int);
+         INSERT INTO ks SELECT CAST(seq AS SIGNED) - 50, seq FROM seq_1_to_200;
+         CREATE TABLE kt (id varchar(10) PRIMARY KEY); INSERT INTO kt VALUES ('a');
+         CREATE TABLE ke (id int PRIMARY KEY);",
+    );
+    let mut r = reader(&db).await;
+    let scan = spec(&mut r, "ks").await;
+    assert_eq!(r.key_span(&scan).await.unwrap(), Some((-49, 150)));
+    let filtered = ScanSpec { filter: Some("v % 2 = 0 AND id < 100".into()), ..scan };
+    assert_eq!(r.key_span(&filtered).await.unwrap(), Some((-48, 98)));
+    let text_key = spec(&mut r, "kt").await;
+    assert_eq!(r.key_span(&text_key).await.unwrap(), None);
+    let empty = spec(&mut r, "ke").await;
+    assert_eq!(r.key_span(&empty).await.unwrap(), None);
+}
