@@ -364,6 +364,36 @@ impl Readers {
             _ => Err(Error::internal("no reader")),
         }
     }
+
+    /// Both sides' rows of `range`, each read (and decoded) by a task of its own, so
+    /// the two decodings run on two threads.
+    async fn scan_both(
+        &mut self,
+        ctx: &VerifyContext,
+        side: &Side<'_>,
+        range: &KeyRange,
+    ) -> Result<(Vec<Row>, Vec<Row>)> {
+        self.both(ctx).await?;
+        let (Some(mut source), Some(mut target)) = (self.source.take(), self.target.take()) else {
+            return Err(Error::internal("no reader"));
+        };
+        let (source_scan, target_scan) = (side.source_scan.clone(), side.target_scan.clone());
+        let (r1, r2) = (range.clone(), range.clone());
+        let s = tokio::spawn(async move {
+            let rows = source.scan(&source_scan, &r1).await;
+            (source, rows)
+        });
+        let t = tokio::spawn(async move {
+            let rows = target.scan(&target_scan, &r2).await;
+            (target, rows)
+        });
+        let (s, t) = tokio::join!(s, t);
+        let lost = |e: tokio::task::JoinError| Error::internal(format!("a reading task failed: {e}"));
+        let (source, source_rows) = s.map_err(lost)?;
+        let (target, target_rows) = t.map_err(lost)?;
+        (self.source, self.target) = (Some(source), Some(target));
+        Ok((source_rows?, target_rows?))
+    }
 }
 
 /// Compares one table chunk by chunk, `workers` chunks at a time, continuing a run:
@@ -628,8 +658,8 @@ async fn compare_chunk_once(
     range: &KeyRange,
     mut known: Known,
 ) -> Result<(VerifiedChunk, Vec<Difference>, u64)> {
-    let (source, target) = readers.both(ctx).await?;
     if matches!(known, Known::Nothing) && side.checksums {
+        let (source, target) = readers.both(ctx).await?;
         let (s, t) = tokio::join!(source.checksum(&side.source_scan, range), target.checksum(&side.target_scan, range));
         // a side that cannot checksum this chunk (MariaDB refuses one that raised a
         // warning) leaves it to the row comparison; a transient error is retried
@@ -653,17 +683,19 @@ async fn compare_chunk_once(
     // a chunk much larger than `chunk_rows` (an equal-width range over unevenly
     // spread keys) is read in pieces of about `chunk_rows` rows
     let pieces = match known {
-        Known::Differs { rows } if rows > 2 * ctx.settings.chunk_rows => split_range(ctx, side, source, range).await?,
+        Known::Differs { rows } if rows > 2 * ctx.settings.chunk_rows => {
+            split_range(ctx, side, readers.both(ctx).await?.0, range).await?
+        }
         _ => vec![range.clone()],
     };
     let (mut rows, mut first, mut diffs) = (0, 0, Vec::new());
     for piece in &pieces {
         let read_at = now_micros();
-        let (s, t) = tokio::join!(source.scan(&side.source_scan, piece), target.scan(&side.target_scan, piece));
-        let (source_rows, target_rows) = (s?, t?);
+        let (source_rows, target_rows) = readers.scan_both(ctx, side, piece).await?;
         rows += source_rows.len() as u64;
         let candidates = compare_rows(side, limits, source_rows, target_rows);
         first += candidates.len() as u64;
+        let (source, target) = readers.both(ctx).await?;
         diffs.extend(settle(ctx, side, limits, source, target, candidates, read_at).await?);
     }
     let settled = first - diffs.len() as u64;
