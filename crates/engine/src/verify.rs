@@ -448,26 +448,34 @@ async fn verify_table(
         }
         let mut planned = Vec::new();
         while let Some(after) = walk.take() {
+            if ctx.stop.load(Ordering::Relaxed) {
+                walk = Some(after);
+                break;
+            }
             let upto = next_boundary(ctx, side, &mut readers[0], &after).await?;
             walk = upto.clone().map(Some);
             planned.push((next_seq, KeyRange { after, upto }));
             next_seq += 1;
-            if planned.len() == 256 || walk.is_none() {
+            if planned.len() == 256 {
                 ctx.state.plan_verify_chunks(run, table, &planned)?;
                 todo.extend(planned.drain(..));
             }
         }
+        ctx.state.plan_verify_chunks(run, table, &planned)?;
+        todo.extend(planned);
         if let Some((settled, differ)) = checksum_pass(ctx, side, &mut readers[0], run, table).await? {
             differing = differ;
-            for (seq, rows) in settled {
-                let chunk = todo.iter().position(|(s, _)| *s == seq).and_then(|i| todo.remove(i));
-                let Some((seq, range)) = chunk else { continue };
-                let done = VerifiedChunk { seq, range, done: true, rows, differences: 0, fast: true };
+            let settled: HashMap<u64, u64> = settled.into_iter().collect();
+            for (seq, range) in todo.iter().filter(|(seq, _)| settled.contains_key(seq)) {
+                let rows = settled[seq];
+                let done =
+                    VerifiedChunk { seq: *seq, range: range.clone(), done: true, rows, differences: 0, fast: true };
                 ctx.state.verify_chunk_done(run, table, &done, &[])?;
                 out.rows_compared += rows;
                 out.chunks += 1;
                 out.chunks_by_checksum += 1;
             }
+            todo.retain(|(seq, _)| !settled.contains_key(seq));
             // the others differ: straight to their rows
             checksum_each = false;
         }
@@ -1021,12 +1029,14 @@ async fn repair_keys(
     let found = source.fetch_keys(&side.source_scan, keys).await?;
     let (rows, gone) = crate::sync::split_found(side.tp, found, keys);
     let rows = crate::copy::fit_rows(rows, side.tp, &side.write, limits)?;
+    // deletes first, as `Writer::apply` does within a batch: under a case-insensitive
+    // collation a deleted spelling may match a row upserted under its current one
     let mut writer = ctx.target.writer().await?;
-    for batch in rows.chunks(1000) {
-        writer.apply(&side.write, batch, &[], None).await?;
-    }
     for batch in gone.chunks(1000) {
         writer.apply(&side.write, &[], batch, None).await?;
+    }
+    for batch in rows.chunks(1000) {
+        writer.apply(&side.write, batch, &[], None).await?;
     }
     let mut target = ctx.target.reader().await?;
     compare_keys(side, limits, source.as_mut(), target.as_mut(), keys).await
