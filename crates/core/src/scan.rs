@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::schema::ColumnType;
+use crate::schema::{ColumnType, TableSchema};
 use crate::value::Value;
 
 pub type Row = Vec<Value>;
@@ -45,6 +45,25 @@ pub struct ScanSpec {
     /// The job's `where` filter, SQL in the source's dialect.
     pub filter: Option<String>,
     pub partition: Option<PartitionFilter>,
+}
+
+impl ScanSpec {
+    /// A read of every column of `schema`, as its own types, in column order, by `key`
+    /// (a key column the schema lacks is read as text), with no filter.
+    pub fn every_column(schema: &TableSchema, key: &[String]) -> ScanSpec {
+        ScanSpec {
+            table: schema.name.clone(),
+            select: schema
+                .columns
+                .iter()
+                .map(|c| SelectItem { expr: SelectExpr::Column(c.name.clone()), ty: c.ty.clone() })
+                .collect(),
+            key: key.to_vec(),
+            key_types: key.iter().map(|k| schema.column(k).map_or(ColumnType::TEXT, |c| c.ty.clone())).collect(),
+            filter: None,
+            partition: None,
+        }
+    }
 }
 
 /// A key range: keys strictly greater than `after` and at most `upto`; `None` is

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use pontoon_core::convert::fit;
 use pontoon_core::{
     Checksum, Connector, Error, ErrorKind, KeyRange, Limits, PartitionFilter, Reader, Result, Row, ScanSpec,
-    SelectExpr, SelectItem, TableSchema, Value,
+    SelectExpr, TableSchema, Value,
 };
 use pontoon_state::{CHANGES_SCOPE, StateStore, StoredDiff, VerifiedChunk};
 use serde::Serialize;
@@ -302,18 +302,7 @@ async fn prepare_side<'p>(ctx: &VerifyContext, tp: &'p TablePlan, partition: Opt
     })?;
     let write = write_schema(tp, &actual).map_err(|e| e.in_table(&tp.job.source))?;
     let mut source_scan = tp.scan.clone();
-    let mut target_scan = ScanSpec {
-        table: write.name.clone(),
-        select: write
-            .columns
-            .iter()
-            .map(|c| SelectItem { expr: SelectExpr::Column(c.name.clone()), ty: c.ty.clone() })
-            .collect(),
-        key: write.primary_key.clone(),
-        key_types: tp.key_positions.iter().map(|&p| write.columns[p].ty.clone()).collect(),
-        filter: None,
-        partition: None,
-    };
+    let mut target_scan = ScanSpec::every_column(&write, &write.primary_key);
     if let Some(value) = partition {
         let Some(column) = &tp.job.partition_by else {
             return Err(Error::config(format!("table `{}` has no partition_by in the job", tp.job.source)));

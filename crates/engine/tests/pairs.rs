@@ -21,8 +21,7 @@ use pontoon_engine::connect::connector;
 use pontoon_engine::copy::{CopyContext, copy};
 use pontoon_engine::core::value::{parse_date, parse_time, parse_timestamp, parse_uuid};
 use pontoon_engine::core::{
-    Column, ColumnType, Connector, Decimal, Engine, KeyRange, Row, ScanSpec, SecretUrl, SelectExpr, SelectItem,
-    TableSchema, Value,
+    Column, ColumnType, Connector, Decimal, Engine, KeyRange, Row, ScanSpec, SecretUrl, TableSchema, Value,
 };
 use pontoon_engine::job::Job;
 use pontoon_engine::plan::plan;
@@ -241,18 +240,7 @@ async fn fill(url: &str, base: &Path, schema: &TableSchema, rows: &[Row]) {
 async fn read_all(c: &dyn Connector, table: &str) -> (TableSchema, Vec<Row>) {
     let mut r = c.reader().await.expect("reader");
     let schema = r.describe(table).await.expect("describe").expect("target table exists");
-    let spec = ScanSpec {
-        table: table.into(),
-        select: schema
-            .columns
-            .iter()
-            .map(|c| SelectItem { expr: SelectExpr::Column(c.name.clone()), ty: c.ty.clone() })
-            .collect(),
-        key: schema.primary_key.clone(),
-        key_types: schema.primary_key.iter().map(|k| schema.column(k).unwrap().ty.clone()).collect(),
-        filter: None,
-        partition: None,
-    };
+    let spec = ScanSpec::every_column(&schema, &schema.primary_key);
     let rows = r.scan(&spec, &KeyRange::ALL).await.expect("scan target");
     (schema, rows)
 }

@@ -50,18 +50,7 @@ fn text(n: u32) -> ColumnType {
 
 /// A scan of every column of `schema`, read as the schema's own types, by `key`.
 fn spec(schema: &TableSchema, key: &[&str]) -> ScanSpec {
-    ScanSpec {
-        table: schema.name.clone(),
-        select: schema
-            .columns
-            .iter()
-            .map(|c| SelectItem { expr: SelectExpr::Column(c.name.clone()), ty: c.ty.clone() })
-            .collect(),
-        key: key.iter().map(|k| k.to_string()).collect(),
-        key_types: key.iter().map(|k| schema.column(k).expect("key column").ty.clone()).collect(),
-        filter: None,
-        partition: None,
-    }
+    ScanSpec::every_column(schema, &key.iter().map(|k| k.to_string()).collect::<Vec<_>>())
 }
 
 /// What the engine does before writing: fit every value to the target's described

@@ -24,18 +24,7 @@ fn col(name: &str, ty: ColumnType, nullable: bool) -> Column {
 
 /// A scan of every column of the described table, by `key`.
 fn spec(schema: &TableSchema, key: &[&str]) -> ScanSpec {
-    ScanSpec {
-        table: schema.name.clone(),
-        select: schema
-            .columns
-            .iter()
-            .map(|c| SelectItem { expr: SelectExpr::Column(c.name.clone()), ty: c.ty.clone() })
-            .collect(),
-        key: key.iter().map(|k| k.to_string()).collect(),
-        key_types: key.iter().map(|k| schema.column(k).expect("key column").ty.clone()).collect(),
-        filter: None,
-        partition: None,
-    }
+    ScanSpec::every_column(schema, &key.iter().map(|k| k.to_string()).collect::<Vec<_>>())
 }
 
 async fn describe(c: &MysqlConnector, table: &str) -> TableSchema {

@@ -18,18 +18,7 @@ async fn reader(db: &TestDb) -> Box<dyn Reader> {
 /// Every column of `table` in order, keyed by its primary key (types from `describe`).
 async fn spec(r: &mut Box<dyn Reader>, table: &str) -> ScanSpec {
     let schema = r.describe(table).await.unwrap().unwrap_or_else(|| panic!("{table} exists"));
-    ScanSpec {
-        table: schema.name.clone(),
-        select: schema
-            .columns
-            .iter()
-            .map(|c| SelectItem { expr: SelectExpr::Column(c.name.clone()), ty: c.ty.clone() })
-            .collect(),
-        key: schema.primary_key.clone(),
-        key_types: schema.primary_key.iter().map(|k| schema.column(k).unwrap().ty.clone()).collect(),
-        filter: None,
-        partition: None,
-    }
+    ScanSpec::every_column(&schema, &schema.primary_key)
 }
 
 async fn checksum(r: &mut Box<dyn Reader>, scan: &ScanSpec, range: &KeyRange) -> Checksum {

@@ -58,18 +58,7 @@ fn uuid(s: &str) -> Value {
 
 /// Reads every column of `schema` in key order.
 fn spec_of(schema: &TableSchema) -> ScanSpec {
-    ScanSpec {
-        table: schema.name.clone(),
-        select: schema
-            .columns
-            .iter()
-            .map(|c| SelectItem { expr: SelectExpr::Column(c.name.clone()), ty: c.ty.clone() })
-            .collect(),
-        key: schema.primary_key.clone(),
-        key_types: schema.primary_key.iter().map(|k| schema.column(k).unwrap().ty.clone()).collect(),
-        filter: None,
-        partition: None,
-    }
+    ScanSpec::every_column(schema, &schema.primary_key)
 }
 
 /// Rows from per-column value lists (shorter lists are padded with NULL), with the

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pontoon_core::{Column, ColumnType, Connector, ScanSpec, SecretUrl, SelectExpr, SelectItem, TableSchema};
+use pontoon_core::{Column, ColumnType, Connector, ScanSpec, SecretUrl, TableSchema};
 use pontoon_sqlite::SqliteConnector;
 
 /// A directory removed when the test ends.
@@ -71,16 +71,5 @@ pub fn schema(c: &SqliteConnector, name: &str, cols: Vec<Column>, key: &[&str]) 
 
 /// A scan of every column of `schema`, by its primary key.
 pub fn scan_of(schema: &TableSchema) -> ScanSpec {
-    ScanSpec {
-        table: schema.name.clone(),
-        select: schema
-            .columns
-            .iter()
-            .map(|c| SelectItem { expr: SelectExpr::Column(c.name.clone()), ty: c.ty.clone() })
-            .collect(),
-        key: schema.primary_key.clone(),
-        key_types: schema.primary_key.iter().map(|k| schema.column(k).unwrap().ty.clone()).collect(),
-        filter: None,
-        partition: None,
-    }
+    ScanSpec::every_column(schema, &schema.primary_key)
 }
