@@ -27,18 +27,7 @@ fn text(s: &str) -> Value {
 
 /// Reads every column of `schema`.
 fn spec_of(schema: &TableSchema) -> ScanSpec {
-    ScanSpec {
-        table: schema.name.clone(),
-        select: schema
-            .columns
-            .iter()
-            .map(|c| SelectItem { expr: SelectExpr::Column(c.name.clone()), ty: c.ty.clone() })
-            .collect(),
-        key: schema.primary_key.clone(),
-        key_types: schema.primary_key.iter().map(|k| schema.column(k).unwrap().ty.clone()).collect(),
-        filter: None,
-        partition: None,
-    }
+    ScanSpec::every_column(schema, &schema.primary_key)
 }
 
 /// Rows sorted by their Debug text, for order-free comparison.
