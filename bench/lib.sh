@@ -11,6 +11,7 @@
 #                              bench_password, PGPASSWORD, BENCH_DB_PASSWORD, my_cnf
 #   pg_sql, my_sql, pg_url, pg_job_url, my_job_url, mask
 #   other_load, median, thousands, fmt, verdict, machine_line, servers_line
+#   record_section             prints $section and appends it to $results_md (unless --no-record)
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -292,3 +293,19 @@ replica_load() { # DB TABLE...
 # SHOW SLAVE STATUS as "Field: value" lines (rep_sql's -N would drop the names)
 replica_status() { mariadb --no-defaults -B -u root --socket="$REP_SOCKET" -e 'SHOW SLAVE STATUS\G'; }
 replica_error() { replica_status | grep -E 'Running:|Last_.*Error:' | tr -s ' ' | paste -sd';' -; }
+
+# record_section: prints the report section ($section) and, unless --no-record ($record is
+# false), appends it to $results_md (created with its heading when missing); names the raw
+# runs ($tsv) either way.
+record_section() {
+  cat "$section"
+  if $record; then
+    if [[ ! -f $results_md ]]; then
+      printf '# Benchmark results\n\nAppended by the scripts in bench/ (see bench/README.md). Newest last. Figures are medians of runs made on the machine described in each section.\n' >"$results_md"
+    fi
+    cat "$section" >>"$results_md"
+    log "appended to $results_md (raw runs: $tsv)"
+  else
+    log "not recorded (--no-record); raw runs: $tsv"
+  fi
+}

@@ -1135,13 +1135,4 @@ section=$work/sync-section.md
   done
 } >"$section"
 
-cat "$section"
-if $record; then
-  if [[ ! -f $results_md ]]; then
-    printf '# Benchmark results\n\nAppended by the scripts in bench/ (see bench/README.md). Newest last. Figures are medians of runs made on the machine described in each section.\n' >"$results_md"
-  fi
-  cat "$section" >>"$results_md"
-  log "appended to $results_md (raw runs: $tsv)"
-else
-  log "not recorded (--no-record); raw runs: $tsv"
-fi
+record_section
