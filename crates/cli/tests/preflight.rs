@@ -133,15 +133,9 @@ fn missing_replication_privilege_is_refused() {
 }
 
 fn spawn_run(job: &Path, log: &Path) -> KillOnDrop {
-    let log = std::fs::File::create(log).unwrap();
-    KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_pontoon"))
-            .args(["run", job.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap(),
+    KillOnDrop::spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_pontoon")).args(["run", job.to_str().unwrap()]),
+        std::fs::File::create(log).unwrap(),
     )
 }
 

@@ -193,7 +193,8 @@ fn start_load(kind: Kind, db: &Db, dir: &Path) -> Load {
         Kind::My => {
             let db = db.server();
             let log = std::fs::File::create(dir.join("load.log")).unwrap();
-            let child = Command::new("sysbench")
+            let mut sysbench = Command::new("sysbench");
+            sysbench
                 .args(["oltp_write_only", "--db-driver=mysql", "--mysql-host=127.0.0.1"])
                 .arg(format!("--mysql-port={}", port_of(&db.url)))
                 .arg(format!("--mysql-user={USER}"))
@@ -203,13 +204,8 @@ fn start_load(kind: Kind, db: &Db, dir: &Path) -> Load {
                 // 1146: MariaDB fails a statement that runs while a trigger is being
                 // created on its table with "table doesn't exist" (MDEV-26048, which
                 // pt-online-schema-change meets too); the transaction is rolled back
-                .args(["--mysql-ignore-errors=1062,1213,1205,1146", "--report-interval=5", "run"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log.try_clone().unwrap()))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .expect("start sysbench");
-            Load::Process(KillOnDrop(child))
+                .args(["--mysql-ignore-errors=1062,1213,1205,1146", "--report-interval=5", "run"]);
+            Load::Process(KillOnDrop::spawn_logged(&mut sysbench, log))
         }
         Kind::Lite => {
             let Db::Lite(path) = db else { unreachable!() };
@@ -304,15 +300,9 @@ fn target_has_marker(kind: Kind, db: &Db, table: &str, key: &str) -> bool {
 }
 
 fn spawn_run(job: &Path, log: &Path) -> KillOnDrop {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_pontoon"))
-            .args(["run", job.to_str().unwrap(), "-v"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start pontoon run"),
+    KillOnDrop::spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_pontoon")).args(["run", job.to_str().unwrap(), "-v"]),
+        std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap(),
     )
 }
 

@@ -259,15 +259,9 @@ fn incremental_verify_catches_a_target_that_alters_synced_rows_within_seconds() 
         &format!("[sync]\ncapture = \"triggers\"\nname = \"{name}\"\n[verify]\nchanges = true\nwebhook = \"{url}\"\n"),
     );
     let log_path = dir.path().join("run.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut run = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_pontoon"))
-            .args(["run", job.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap(),
+    let mut run = KillOnDrop::spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_pontoon")).args(["run", job.to_str().unwrap()]),
+        std::fs::File::create(&log_path).unwrap(),
     );
     let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let state_path = dir.path().join("job.pontoon.db");

@@ -133,6 +133,20 @@ impl Drop for KillOnDrop {
     }
 }
 
+impl KillOnDrop {
+    /// Starts `cmd` with no stdin and its stdout and stderr into `log`.
+    pub fn spawn_logged(cmd: &mut std::process::Command, log: std::fs::File) -> KillOnDrop {
+        let out = log.try_clone().expect("clone the log file handle");
+        KillOnDrop(
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(out)
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
+        )
+    }
+}
+
 impl std::ops::Deref for KillOnDrop {
     type Target = std::process::Child;
     fn deref(&self) -> &std::process::Child {
