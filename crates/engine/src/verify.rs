@@ -354,6 +354,26 @@ impl Readers {
         }
     }
 
+    /// Runs `attempt` with these readers, retrying transient errors on fresh
+    /// connections (`what` names the work in the retry's log line).
+    async fn retrying<T>(
+        &mut self,
+        ctx: &VerifyContext,
+        what: &str,
+        mut attempt: impl AsyncFnMut(&mut Readers) -> Result<T>,
+    ) -> Result<T> {
+        let mut backoff = ctx.retry.backoff();
+        loop {
+            match attempt(self).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    *self = Readers::default();
+                    backoff.retry_after(what, e).await?;
+                }
+            }
+        }
+    }
+
     /// Both sides' rows of `range`, each read (and decoded) by a task of its own, so
     /// the two decodings run on two threads.
     async fn scan_both(
@@ -532,24 +552,16 @@ async fn checksum_pass(
     if bounds.len() + 1 != chunks.len() {
         return Ok(None);
     }
-    let mut backoff = ctx.retry.backoff();
-    let (s, t) = loop {
-        let attempt = async {
-            let (source, target) = readers.both(ctx).await?;
+    let (s, t) = readers
+        .retrying(ctx, "checksum the table's chunks", async |r| {
+            let (source, target) = r.both(ctx).await?;
             let (s, t) = tokio::join!(
                 source.checksum_ranges(&side.source_scan, &bounds),
                 target.checksum_ranges(&side.target_scan, &bounds)
             );
-            Ok::<_, Error>((s?, t?))
-        };
-        match attempt.await {
-            Ok(r) => break r,
-            Err(e) => {
-                *readers = Readers::default();
-                backoff.retry_after("checksum the table's chunks", e).await?;
-            }
-        }
-    };
+            Ok((s?, t?))
+        })
+        .await?;
     let (Some(s), Some(t)) = (s, t) else { return Ok(None) };
     if s.len() != chunks.len() || t.len() != chunks.len() {
         return Err(Error::internal("a range checksum pass returned the wrong number of ranges"));
@@ -573,17 +585,9 @@ async fn equal_width_ranges(
     side: &Side<'_>,
     readers: &mut Readers,
 ) -> Result<Option<Vec<KeyRange>>> {
-    let mut backoff = ctx.retry.backoff();
-    let span = loop {
-        let attempt = async { readers.both(ctx).await?.0.key_span(&side.source_scan).await };
-        match attempt.await {
-            Ok(span) => break span,
-            Err(e) => {
-                *readers = Readers::default();
-                backoff.retry_after("find the key's span", e).await?;
-            }
-        }
-    };
+    let span = readers
+        .retrying(ctx, "find the key's span", async |r| r.both(ctx).await?.0.key_span(&side.source_scan).await)
+        .await?;
     let Some((min, max)) = span else { return Ok(None) };
     let count = (side.tp.estimated_rows / ctx.settings.chunk_rows.max(1)).clamp(1, 100_000) as i128;
     let width = ((max as i128 - min as i128) / count + 1).max(1);
@@ -607,20 +611,11 @@ async fn next_boundary(
     readers: &mut Readers,
     after: &Option<Vec<Value>>,
 ) -> Result<Option<Vec<Value>>> {
-    let mut backoff = ctx.retry.backoff();
-    loop {
-        let attempt = async {
-            let (source, _) = readers.both(ctx).await?;
-            source.key_after(&side.source_scan, after.as_deref(), ctx.settings.chunk_rows).await
-        };
-        match attempt.await {
-            Ok(upto) => return Ok(upto),
-            Err(e) => {
-                *readers = Readers::default();
-                backoff.retry_after("plan a chunk", e).await?;
-            }
-        }
-    }
+    readers
+        .retrying(ctx, "plan a chunk", async |r| {
+            r.both(ctx).await?.0.key_after(&side.source_scan, after.as_deref(), ctx.settings.chunk_rows).await
+        })
+        .await
 }
 
 /// Compares one chunk, retrying transient errors on fresh connections: by checksum
@@ -634,16 +629,10 @@ async fn compare_chunk(
     range: KeyRange,
     known: Known,
 ) -> Result<(VerifiedChunk, Vec<Difference>, u64)> {
-    let mut backoff = ctx.retry.backoff();
-    loop {
-        match compare_chunk_once(ctx, side, limits, readers, seq, &range, known).await {
-            Ok(r) => return Ok(r),
-            Err(e) => {
-                *readers = Readers::default();
-                backoff.retry_after("compare a chunk", e).await.map_err(|e| e.in_table(&side.tp.job.source))?;
-            }
-        }
-    }
+    readers
+        .retrying(ctx, "compare a chunk", async |r| compare_chunk_once(ctx, side, limits, r, seq, &range, known).await)
+        .await
+        .map_err(|e| e.in_table(&side.tp.job.source))
 }
 
 async fn compare_chunk_once(
@@ -1123,6 +1112,9 @@ pub async fn verify_changes(
             sides.insert(tp.scan.table.as_str(), prepare_side(ctx, tp, None).await?);
         }
         let side = &sides[tp.scan.table.as_str()];
+        // the loop of `Readers::retrying`, written out: this future runs inside the
+        // spawned `run::run`, and the compiler cannot prove an async closure's future
+        // `Send` for every lifetime of its argument
         let mut backoff = ctx.retry.backoff();
         let diffs = loop {
             let attempt = async {
