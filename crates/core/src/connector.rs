@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 use crate::capture::{Capture, CaptureSpec};
 use crate::convert::Limits;
+use crate::digest::Digest;
 use crate::error::Result;
 use crate::scan::{KeyRange, Row, ScanSpec};
 use crate::schema::{ColumnType, Engine, TableSchema};
@@ -49,6 +50,11 @@ pub trait Connector: Send + Sync + fmt::Debug {
 
     /// What the engine can hold beyond its column types (see [`Limits`]).
     fn limits(&self) -> Limits;
+
+    /// The digests its readers' [`Reader::checksum`] computes (none by default).
+    fn digests(&self) -> &'static [Digest] {
+        &[]
+    }
 
     /// The native column type this engine uses for a portable type when it creates a
     /// table (the type mapping `plan` prints; `docs/type-mapping.md`).
@@ -127,13 +133,14 @@ pub trait Reader: Send {
     /// An order-independent digest of the rows whose key lies in `range` (within the
     /// scan's filter and partition), computed by the database itself: verify's fast
     /// path compares these per chunk and fetches rows only where they differ.
-    /// Contract: two databases of the same engine whose rows in the range hold equal
-    /// values under columns of the same types give equal checksums, whatever the
-    /// tables and column names; any difference (a missing or extra row, a changed
-    /// value, NULL against an empty string, a float's last bit) changes `rows` or,
-    /// with overwhelming probability, `hash`. `Ok(None)` when the engine cannot, or the
-    /// scan selects SQL expressions.
-    async fn checksum(&mut self, _scan: &ScanSpec, _range: &KeyRange) -> Result<Option<Checksum>> {
+    /// Contract: two databases whose rows in the range hold equal values under
+    /// columns of the same types give equal checksums of the same [`Digest`], whatever
+    /// the tables and column names (a [`Digest::Native`] one only between databases
+    /// of the same engine); any difference (a missing or extra row, a changed value,
+    /// NULL against an empty string, a float's last bit) changes `rows` or, with
+    /// overwhelming probability, `hash`. `Ok(None)` when the engine cannot compute
+    /// this digest of these columns, or the scan selects SQL expressions.
+    async fn checksum(&mut self, _scan: &ScanSpec, _range: &KeyRange, _digest: Digest) -> Result<Option<Checksum>> {
         Ok(None)
     }
 
@@ -143,7 +150,12 @@ pub trait Reader: Send {
     /// checksum `checksum` would give it. For engines where one scan of the table
     /// costs much less than a range scan per chunk. `Ok(None)` when the engine cannot
     /// (the default), e.g. for a key other than one integer column.
-    async fn checksum_ranges(&mut self, _scan: &ScanSpec, _bounds: &[Vec<Value>]) -> Result<Option<Vec<Checksum>>> {
+    async fn checksum_ranges(
+        &mut self,
+        _scan: &ScanSpec,
+        _bounds: &[Vec<Value>],
+        _digest: Digest,
+    ) -> Result<Option<Vec<Checksum>>> {
         Ok(None)
     }
 
@@ -162,7 +174,8 @@ pub trait Reader: Send {
 }
 
 /// A key range's row count and order-independent hash, as one database computed it
-/// ([`Reader::checksum`]); only comparable with one from the same engine.
+/// ([`Reader::checksum`]); only comparable with one of the same [`Digest`] (and, for
+/// [`Digest::Native`], from the same engine).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checksum {
     pub rows: u64,

@@ -10,6 +10,7 @@
 pub mod capture;
 pub mod connector;
 pub mod convert;
+pub mod digest;
 pub mod error;
 pub mod position;
 pub mod scan;
@@ -18,6 +19,7 @@ pub mod value;
 
 pub use connector::{Checksum, Connector, RawRows, Reader, SecretUrl, Writer};
 pub use convert::Limits;
+pub use digest::Digest;
 pub use error::{Error, ErrorKind, Result, redact_url};
 pub use position::Position;
 pub use scan::{KeyRange, PartitionFilter, Row, ScanSpec, SelectExpr, SelectItem};

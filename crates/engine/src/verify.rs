@@ -3,8 +3,13 @@
 //!
 //! Per table, chunk by chunk along the source's key index (`Reader::key_after`):
 //!
-//! 1. fast path (same engine, identity mapping, identical column types): both
-//!    databases checksum the chunk (`Reader::checksum`); equal checksums settle it;
+//! 1. fast path: both sides' checksums of the chunk; equal checksums settle it.
+//!    Same engine, identity mapping and identical column types: the databases
+//!    compute the engine's own digest (`Reader::checksum`, `Digest::Native`).
+//!    Otherwise, when every column pair is of a kind `Digest::Portable` hashes
+//!    (integers, text, decimals, ...) and one side's database computes it (MariaDB),
+//!    that side does and the other side's rows are read and hashed by pontoon
+//!    (`Digest::of_rows`): half the rows read and decoded;
 //! 2. otherwise both sides are scanned at the same time, the source rows are fitted to
 //!    the target's columns (`convert::fit`: what a copy would have written) and compared
 //!    with the target rows after normalizing what engines store differently
@@ -32,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pontoon_core::convert::fit;
 use pontoon_core::{
-    Checksum, Connector, Error, ErrorKind, KeyRange, Limits, PartitionFilter, Reader, Result, Row, ScanSpec,
+    Checksum, Connector, Digest, Error, ErrorKind, KeyRange, Limits, PartitionFilter, Reader, Result, Row, ScanSpec,
     SelectExpr, TableSchema, Value,
 };
 use pontoon_state::{CHANGES_SCOPE, StateStore, StoredDiff, VerifiedChunk};
@@ -176,8 +181,8 @@ struct Side<'p> {
     write: TableSchema,
     source_scan: ScanSpec,
     target_scan: ScanSpec,
-    /// Both sides may checksum chunks (same engine, identity mapping, same types).
-    checksums: bool,
+    /// How both sides' checksums of a chunk are had, if they can be.
+    fast: Option<Fast>,
 }
 
 /// Verifies the tables of `plan` (and repairs them with `--repair`).
@@ -329,8 +334,66 @@ async fn prepare_side<'p>(ctx: &VerifyContext, tp: &'p TablePlan, partition: Opt
         source_scan.partition = Some(PartitionFilter { column: column.clone(), value: value.clone() });
         target_scan.partition = Some(PartitionFilter { column: target_col, value });
     }
-    let checksums = crate::copy::raw_eligible(ctx.source.as_ref(), ctx.target.as_ref(), tp, &write);
-    Ok(Side { tp, write, source_scan, target_scan, checksums })
+    let fast = fast_path(ctx.source.as_ref(), ctx.target.as_ref(), tp, &write);
+    Ok(Side { tp, write, source_scan, target_scan, fast })
+}
+
+/// The digest of verify's fast path and where each side's checksum is computed.
+#[derive(Debug, Clone, Copy)]
+struct Fast {
+    digest: Digest,
+    /// The (source, target) database computes its checksum; otherwise pontoon reads
+    /// that side's rows and hashes them.
+    in_db: (bool, bool),
+}
+
+impl Fast {
+    fn read(self, in_db: bool) -> Read {
+        if in_db { Read::Checksum(self.digest) } else { Read::HashedRows(self.digest) }
+    }
+}
+
+/// The fast path of a table: the engine's own digest where a copy would pass rows
+/// through untouched (same engine, identity mapping, identical types); else the
+/// portable digest where every column pair is of a kind it hashes and at least one
+/// side's database computes it.
+fn fast_path(source: &dyn Connector, target: &dyn Connector, tp: &TablePlan, write: &TableSchema) -> Option<Fast> {
+    let can = |c: &dyn Connector, d: Digest| c.digests().contains(&d);
+    if can(source, Digest::Native)
+        && can(target, Digest::Native)
+        && crate::copy::raw_eligible(source, target, tp, write)
+    {
+        return Some(Fast { digest: Digest::Native, in_db: (true, true) });
+    }
+    let portable = tp.scan.select.iter().zip(&write.columns).all(|(item, target)| match &item.expr {
+        SelectExpr::Column(_) => Digest::portable(&item.ty, &target.ty),
+        SelectExpr::Sql(_) => false,
+    });
+    let in_db = (can(source, Digest::Portable), can(target, Digest::Portable));
+    (portable && (in_db.0 || in_db.1)).then_some(Fast { digest: Digest::Portable, in_db })
+}
+
+/// What one side's reading task gets.
+#[derive(Debug, Clone, Copy)]
+enum Read {
+    Rows,
+    /// The database's checksum.
+    Checksum(Digest),
+    /// The rows, hashed here.
+    HashedRows(Digest),
+}
+
+enum Got {
+    Rows(Vec<Row>),
+    Checksum(Option<Checksum>),
+}
+
+async fn read_side(reader: &mut dyn Reader, scan: &ScanSpec, range: &KeyRange, read: Read) -> Result<Got> {
+    Ok(match read {
+        Read::Rows => Got::Rows(reader.scan(scan, range).await?),
+        Read::Checksum(digest) => Got::Checksum(reader.checksum(scan, range, digest).await?),
+        Read::HashedRows(digest) => Got::Checksum(digest.of_rows(&reader.scan(scan, range).await?)),
+    })
 }
 
 /// Both sides' readers, opened again after a transient error.
@@ -374,14 +437,29 @@ impl Readers {
         }
     }
 
-    /// Both sides' rows of `range`, each read (and decoded) by a task of its own, so
-    /// the two decodings run on two threads.
+    /// Both sides' rows of `range`.
     async fn scan_both(
         &mut self,
         ctx: &VerifyContext,
         side: &Side<'_>,
         range: &KeyRange,
     ) -> Result<(Vec<Row>, Vec<Row>)> {
+        match self.read_both(ctx, side, range, (Read::Rows, Read::Rows)).await? {
+            (Ok(Got::Rows(source)), Ok(Got::Rows(target))) => Ok((source, target)),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+            _ => Err(Error::internal("a side read no rows")),
+        }
+    }
+
+    /// What `reads` asks of each side in `range`, each side read (and decoded) by a
+    /// task of its own, so the two decodings run on two threads.
+    async fn read_both(
+        &mut self,
+        ctx: &VerifyContext,
+        side: &Side<'_>,
+        range: &KeyRange,
+        reads: (Read, Read),
+    ) -> Result<(Result<Got>, Result<Got>)> {
         self.both(ctx).await?;
         let (Some(mut source), Some(mut target)) = (self.source.take(), self.target.take()) else {
             return Err(Error::internal("no reader"));
@@ -389,19 +467,19 @@ impl Readers {
         let (source_scan, target_scan) = (side.source_scan.clone(), side.target_scan.clone());
         let (r1, r2) = (range.clone(), range.clone());
         let s = tokio::spawn(async move {
-            let rows = source.scan(&source_scan, &r1).await;
-            (source, rows)
+            let got = read_side(source.as_mut(), &source_scan, &r1, reads.0).await;
+            (source, got)
         });
         let t = tokio::spawn(async move {
-            let rows = target.scan(&target_scan, &r2).await;
-            (target, rows)
+            let got = read_side(target.as_mut(), &target_scan, &r2, reads.1).await;
+            (target, got)
         });
         let (s, t) = tokio::join!(s, t);
         let lost = |e: tokio::task::JoinError| Error::internal(format!("a reading task failed: {e}"));
-        let (source, source_rows) = s.map_err(lost)?;
-        let (target, target_rows) = t.map_err(lost)?;
+        let (source, source_got) = s.map_err(lost)?;
+        let (target, target_got) = t.map_err(lost)?;
         (self.source, self.target) = (Some(source), Some(target));
-        Ok((source_rows?, target_rows?))
+        Ok((source_got, target_got))
     }
 }
 
@@ -441,9 +519,9 @@ async fn verify_table(
     // Where both databases checksum key ranges in one scan of the table (PostgreSQL,
     // one integer key), the whole table is planned first and settled in one pass;
     // only the chunks whose checksums differ are compared row by row.
-    let mut checksum_each = side.checksums;
+    let mut checksum_each = side.fast.is_some();
     let mut differing: HashMap<u64, u64> = HashMap::new();
-    if side.checksums {
+    if let Some(fast) = side.fast {
         if chunks.is_empty()
             && let Some(ranges) = equal_width_ranges(ctx, side, &mut readers[0]).await?
         {
@@ -472,7 +550,7 @@ async fn verify_table(
         }
         ctx.state.plan_verify_chunks(run, table, &planned)?;
         todo.extend(planned);
-        if let Some((settled, differ)) = checksum_pass(ctx, side, &mut readers[0], run, table).await? {
+        if let Some((settled, differ)) = checksum_pass(ctx, side, fast, &mut readers[0], run, table).await? {
             differing = differ;
             let settled: HashMap<u64, u64> = settled.into_iter().collect();
             for (seq, range) in todo.iter().filter(|(seq, _)| settled.contains_key(seq)) {
@@ -543,21 +621,22 @@ type PassResult = (Vec<(u64, u64)>, HashMap<u64, u64>);
 async fn checksum_pass(
     ctx: &VerifyContext,
     side: &Side<'_>,
+    fast: Fast,
     readers: &mut Readers,
     run: i64,
     table: &str,
 ) -> Result<Option<PassResult>> {
     let chunks = ctx.state.verified_chunks(run, table)?;
     let bounds: Vec<Vec<Value>> = chunks.iter().filter_map(|c| c.range.upto.clone()).collect();
-    if bounds.len() + 1 != chunks.len() {
+    if bounds.len() + 1 != chunks.len() || fast.in_db != (true, true) {
         return Ok(None);
     }
     let (s, t) = readers
         .retrying(ctx, "checksum the table's chunks", async |r| {
             let (source, target) = r.both(ctx).await?;
             let (s, t) = tokio::join!(
-                source.checksum_ranges(&side.source_scan, &bounds),
-                target.checksum_ranges(&side.target_scan, &bounds)
+                source.checksum_ranges(&side.source_scan, &bounds, fast.digest),
+                target.checksum_ranges(&side.target_scan, &bounds, fast.digest)
             );
             Ok((s?, t?))
         })
@@ -644,18 +723,19 @@ async fn compare_chunk_once(
     range: &KeyRange,
     mut known: Known,
 ) -> Result<(VerifiedChunk, Vec<Difference>, u64)> {
-    if matches!(known, Known::Nothing) && side.checksums {
-        let (source, target) = readers.both(ctx).await?;
-        let (s, t) = tokio::join!(source.checksum(&side.source_scan, range), target.checksum(&side.target_scan, range));
+    if let (Known::Nothing, Some(fast)) = (known, side.fast) {
+        let reads = (fast.read(fast.in_db.0), fast.read(fast.in_db.1));
+        let (s, t) = readers.read_both(ctx, side, range, reads).await?;
         // a side that cannot checksum this chunk (MariaDB refuses one that raised a
         // warning) leaves it to the row comparison; a transient error is retried
-        let usable = |r: Result<Option<Checksum>>| match r {
+        let usable = |r: Result<Got>| match r {
             Err(e) if e.is_transient() => Err(e),
             Err(e) => {
                 tracing::debug!(error = %e, "no checksum for this chunk: comparing its rows");
                 Ok(None)
             }
-            ok => ok,
+            Ok(Got::Checksum(c)) => Ok(c),
+            Ok(Got::Rows(_)) => Ok(None),
         };
         if let (Some(s), Some(t)) = (usable(s)?, usable(t)?) {
             if s == t {

@@ -33,18 +33,27 @@
 //! either. The sum is exact (`DECIMAL`) and taken modulo 2^64 here. A statement
 //! that raises a warning (a value turned into NULL on the way would have left the
 //! hash) is an error, not a checksum.
+//!
+//! [`Digest::Portable`] is this digest for its column kinds, with text converted to
+//! `utf8mb4` first (its CRC32C is then over UTF-8, as pontoon's own is over rows
+//! read from another engine).
 
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
-use pontoon_core::{Checksum, ColumnType, Error, KeyRange, Result, ScanSpec, SelectExpr, SelectItem};
+use pontoon_core::{Checksum, ColumnType, Digest, Error, KeyRange, Result, ScanSpec, SelectExpr, SelectItem};
 
 use crate::error;
 use crate::sql::{quote, where_clause};
 
 /// The checksum of the rows of `range` (see the module documentation), or `None`
-/// when the scan selects an SQL expression.
-pub(crate) async fn checksum(conn: &mut Conn, scan: &ScanSpec, range: &KeyRange) -> Result<Option<Checksum>> {
-    let Some(sql) = checksum_sql(scan, range) else {
+/// when the digest cannot hash an item.
+pub(crate) async fn checksum(
+    conn: &mut Conn,
+    scan: &ScanSpec,
+    range: &KeyRange,
+    digest: Digest,
+) -> Result<Option<Checksum>> {
+    let Some(sql) = checksum_sql(scan, range, digest) else {
         return Ok(None);
     };
     let table = scan.table.as_str();
@@ -73,20 +82,20 @@ fn wrap_sum(sum: &str) -> Option<u64> {
     Some(n as u64)
 }
 
-/// The statement, or `None` when an item is an SQL expression.
-pub(crate) fn checksum_sql(scan: &ScanSpec, range: &KeyRange) -> Option<String> {
-    let text = row_text(&scan.select)?;
+/// The statement, or `None` when the digest cannot hash an item.
+pub(crate) fn checksum_sql(scan: &ScanSpec, range: &KeyRange, digest: Digest) -> Option<String> {
+    let text = row_text(&scan.select, digest)?;
     Some(format!("SELECT COUNT(*), SUM(CRC32C({text})) FROM {}{}", quote(&scan.table), where_clause(scan, range)))
 }
 
 /// The canonical text of one row.
-fn row_text(select: &[SelectItem]) -> Option<String> {
+fn row_text(select: &[SelectItem], digest: Digest) -> Option<String> {
     let mut values = Vec::with_capacity(select.len());
     for item in select {
         let SelectExpr::Column(name) = &item.expr else {
             return None;
         };
-        values.push(value_text(&quote(name), &item.ty));
+        values.push(value_text(&quote(name), &item.ty, digest)?);
     }
     if values.is_empty() {
         return Some("''".into());
@@ -94,9 +103,16 @@ fn row_text(select: &[SelectItem]) -> Option<String> {
     Some(format!("CONCAT_WS(',', {})", values.join(", ")))
 }
 
-/// The text of column `c` (quoted) of type `ty`: never NULL, never containing `,`.
-fn value_text(c: &str, ty: &ColumnType) -> String {
-    match ty {
+/// The text of column `c` (quoted) of type `ty`: never NULL, never containing `,`;
+/// `None` for a type the digest does not hash.
+fn value_text(c: &str, ty: &ColumnType, digest: Digest) -> Option<String> {
+    if digest == Digest::Portable && !Digest::portable(ty, ty) {
+        return None;
+    }
+    Some(match ty {
+        ColumnType::Text { .. } if digest == Digest::Portable => {
+            format!("IFNULL(CRC32C(CONVERT({c} USING utf8mb4)), 'N')")
+        }
         ColumnType::Text { .. } | ColumnType::Json | ColumnType::Bytes { .. } => format!("IFNULL(CRC32C({c}), 'N')"),
         ColumnType::Float32 | ColumnType::Float64 => format!("IFNULL(CONCAT(CAST({c} AS DOUBLE)), 'N')"),
         ColumnType::Bool
@@ -107,7 +123,7 @@ fn value_text(c: &str, ty: &ColumnType) -> String {
         | ColumnType::Timestamp
         | ColumnType::TimestampTz
         | ColumnType::Uuid => format!("IFNULL(CONCAT({c}), 'N')"),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -130,11 +146,11 @@ mod tests {
     fn rows_are_joined_values() {
         let select = [item("a`", ColumnType::I32), item("b", ColumnType::TEXT), item("c", ColumnType::Float32)];
         assert_eq!(
-            row_text(&select).unwrap(),
+            row_text(&select, Digest::Native).unwrap(),
             "CONCAT_WS(',', IFNULL(CONCAT(`a```), 'N'), IFNULL(CRC32C(`b`), 'N'), IFNULL(CONCAT(CAST(`c` AS DOUBLE)), 'N'))"
         );
-        assert_eq!(row_text(&[]).unwrap(), "''");
+        assert_eq!(row_text(&[], Digest::Native).unwrap(), "''");
         let expr = SelectItem { expr: SelectExpr::Sql("1".into()), ty: ColumnType::I32 };
-        assert_eq!(row_text(&[item("a", ColumnType::I32), expr]), None);
+        assert_eq!(row_text(&[item("a", ColumnType::I32), expr], Digest::Native), None);
     }
 }

@@ -41,7 +41,9 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 use pontoon_core::capture::{Capture, CaptureMode, CaptureSpec};
 use pontoon_core::value::{MICROS_PER_DAY, days_from_civil};
-use pontoon_core::{ColumnType, Connector, Engine, Error, Limits, Reader, Result, SecretUrl, Writer, redact_url};
+use pontoon_core::{
+    ColumnType, Connector, Digest, Engine, Error, Limits, Reader, Result, SecretUrl, Writer, redact_url,
+};
 
 pub use binlog::BinlogCapture;
 pub use reader::MysqlReader;
@@ -172,6 +174,10 @@ fn mariadb_limits() -> Limits {
 impl Connector for MysqlConnector {
     fn engine(&self) -> Engine {
         Engine::Mysql
+    }
+
+    fn digests(&self) -> &'static [Digest] {
+        &[Digest::Native, Digest::Portable]
     }
 
     fn limits(&self) -> Limits {

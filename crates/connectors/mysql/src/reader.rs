@@ -4,7 +4,9 @@
 use async_trait::async_trait;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
-use pontoon_core::{ColumnType, Error, KeyRange, Reader, Result, Row, ScanSpec, SelectExpr, TableSchema, Value};
+use pontoon_core::{
+    ColumnType, Digest, Error, KeyRange, Reader, Result, Row, ScanSpec, SelectExpr, TableSchema, Value,
+};
 
 use crate::sql::{key_list, keys_where_clause, quote, select_list, where_clause};
 use crate::{catalog, error, types, values};
@@ -178,8 +180,13 @@ impl Reader for MysqlReader {
         self.query_rows(&sql, &types, &names).await.map_err(|e| e.in_table(&scan.table))
     }
 
-    async fn checksum(&mut self, scan: &ScanSpec, range: &KeyRange) -> Result<Option<pontoon_core::Checksum>> {
-        crate::checksum::checksum(&mut self.conn, scan, range).await
+    async fn checksum(
+        &mut self,
+        scan: &ScanSpec,
+        range: &KeyRange,
+        digest: Digest,
+    ) -> Result<Option<pontoon_core::Checksum>> {
+        crate::checksum::checksum(&mut self.conn, scan, range, digest).await
     }
 
     /// One `SELECT ... WHERE <filter> AND <partition> AND key IN (...)` per

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use pontoon_core::{
-    Checksum, ColumnType, Connector, KeyRange, PartitionFilter, Reader, ScanSpec, SecretUrl, SelectExpr, SelectItem,
-    Value,
+    Checksum, ColumnType, Connector, Digest, KeyRange, PartitionFilter, Reader, ScanSpec, SecretUrl, SelectExpr,
+    SelectItem, Value,
 };
 use pontoon_mysql::MysqlConnector;
 use pontoon_testsupport::{TestDb, mysql_db};
@@ -24,7 +24,7 @@ async fn spec(r: &mut Box<dyn Reader>, table: &str) -> ScanSpec {
 }
 
 async fn checksum(r: &mut Box<dyn Reader>, scan: &ScanSpec, range: &KeyRange) -> Checksum {
-    r.checksum(scan, range).await.unwrap().expect("MariaDB computes checksums of columns")
+    r.checksum(scan, range, Digest::Native).await.unwrap().expect("MariaDB computes checksums of columns")
 }
 
 const ALL_TYPES: &str = "id int PRIMARY KEY, i1 tinyint, i2 smallint, i3 mediumint, i4 int, i8 bigint, \
@@ -281,7 +281,7 @@ async fn sql_expressions_have_no_checksum() {
     let mut r = reader(&db).await;
     let mut scan = spec(&mut r, "t").await;
     scan.select.push(SelectItem { expr: SelectExpr::Sql("v + 1".into()), ty: ColumnType::I32 });
-    assert_eq!(r.checksum(&scan, &KeyRange::ALL).await.unwrap(), None);
+    assert_eq!(r.checksum(&scan, &KeyRange::ALL, Digest::Native).await.unwrap(), None);
 }
 
 /// A warning could mean a value turned into NULL and left the hash: no checksum then.
@@ -294,7 +294,7 @@ async fn a_query_with_warnings_gives_no_checksum() {
     assert_eq!(checksum(&mut r, &scan, &KeyRange::ALL).await.rows, 2);
     // 'x1' + 0: "Truncated incorrect DOUBLE value"
     scan.filter = Some("v + 0 >= 0".into());
-    let e = r.checksum(&scan, &KeyRange::ALL).await.unwrap_err();
+    let e = r.checksum(&scan, &KeyRange::ALL, Digest::Native).await.unwrap_err();
     assert!(e.to_string().contains("warning"), "{e}");
 }
 

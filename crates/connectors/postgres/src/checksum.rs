@@ -36,8 +36,12 @@
 //!
 //! Two databases of the same server encoding holding the same values give the same
 //! checksum; text hashes over the bytes of the server encoding.
+//!
+//! There is no [`Digest::Portable`] checksum here: PostgreSQL has no CRC32C, and its
+//! `md5` of the row text costs about five times this checksum (9 s against 1.5 s for
+//! 5M rows), more than reading the rows and hashing them in pontoon.
 
-use pontoon_core::{Checksum, ColumnType, Error, KeyRange, Result, ScanSpec, SelectExpr, SelectItem, Value};
+use pontoon_core::{Checksum, ColumnType, Digest, Error, KeyRange, Result, ScanSpec, SelectExpr, SelectItem, Value};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::errors::pg_error;
@@ -49,9 +53,14 @@ const NULL_MARK: i64 = 0x5bd1_e995_2f7c_3a61;
 const NEGATIVE_ZERO_MARK: i64 = 0x27d4_eb2f_1656_67c5;
 
 /// The checksum of the rows of `range` (see the module documentation), or `None`
-/// when the scan selects an SQL expression.
-pub(crate) async fn checksum(client: &Client, scan: &ScanSpec, range: &KeyRange) -> Result<Option<Checksum>> {
-    let Some(sql) = checksum_sql(scan, range) else {
+/// when the scan selects an SQL expression or a column the digest cannot hash.
+pub(crate) async fn checksum(
+    client: &Client,
+    scan: &ScanSpec,
+    range: &KeyRange,
+    digest: Digest,
+) -> Result<Option<Checksum>> {
+    let Some(sql) = checksum_sql(scan, range, digest) else {
         return Ok(None);
     };
     let table = scan.table.as_str();
@@ -88,8 +97,9 @@ pub(crate) async fn checksum_ranges(
     client: &Client,
     scan: &ScanSpec,
     bounds: &[Vec<Value>],
+    digest: Digest,
 ) -> Result<Option<Vec<Checksum>>> {
-    let Some(sql) = checksum_ranges_sql(scan, bounds) else {
+    let Some(sql) = checksum_ranges_sql(scan, bounds, digest) else {
         return Ok(None);
     };
     let table = scan.table.as_str();
@@ -116,8 +126,8 @@ pub(crate) async fn checksum_ranges(
 }
 
 /// The statement of [`checksum_ranges`], or `None` when the key is not one integer
-/// column or an item is an SQL expression.
-pub(crate) fn checksum_ranges_sql(scan: &ScanSpec, bounds: &[Vec<Value>]) -> Option<String> {
+/// column or the digest cannot hash an item.
+pub(crate) fn checksum_ranges_sql(scan: &ScanSpec, bounds: &[Vec<Value>], digest: Digest) -> Option<String> {
     let ([key], [ColumnType::Int { .. }]) = (scan.key.as_slice(), scan.key_types.as_slice()) else {
         return None;
     };
@@ -130,7 +140,7 @@ pub(crate) fn checksum_ranges_sql(scan: &ScanSpec, bounds: &[Vec<Value>]) -> Opt
             _ => return None,
         }
     }
-    let hash = row_hash(&scan.select)?;
+    let hash = row_hash(&scan.select, digest)?;
     Some(format!(
         "SELECT width_bucket({}::int8, '{{{}}}'::int8[]), count(*), sum({hash})::text FROM {}{} GROUP BY 1",
         quote_ident(key),
@@ -146,9 +156,9 @@ fn wrap_sum(sum: &str) -> Option<u64> {
     Some(n as u64)
 }
 
-/// The statement, or `None` when an item is an SQL expression.
-pub(crate) fn checksum_sql(scan: &ScanSpec, range: &KeyRange) -> Option<String> {
-    let hash = row_hash(&scan.select)?;
+/// The statement, or `None` when the digest cannot hash an item.
+pub(crate) fn checksum_sql(scan: &ScanSpec, range: &KeyRange, digest: Digest) -> Option<String> {
+    let hash = row_hash(&scan.select, digest)?;
     Some(format!(
         "SELECT count(*), sum({hash})::text FROM {}{}",
         quote_ident(&scan.table),
@@ -156,8 +166,12 @@ pub(crate) fn checksum_sql(scan: &ScanSpec, range: &KeyRange) -> Option<String> 
     ))
 }
 
-/// The 64-bit hash of one row: the column hashes chained through their seeds.
-fn row_hash(select: &[SelectItem]) -> Option<String> {
+/// The 64-bit hash of one row (the column hashes chained through their seeds), or
+/// `None` when the digest is not [`Digest::Native`] or an item is an SQL expression.
+fn row_hash(select: &[SelectItem], digest: Digest) -> Option<String> {
+    if digest != Digest::Native {
+        return None;
+    }
     let mut hash = String::from("0::int8");
     for item in select {
         let SelectExpr::Column(name) = &item.expr else {
@@ -234,13 +248,14 @@ mod tests {
             filter: None,
             partition: None,
         };
-        assert_eq!(checksum_sql(&scan, &KeyRange::ALL), None);
+        assert_eq!(checksum_sql(&scan, &KeyRange::ALL, Digest::Native), None);
+        assert_eq!(checksum_sql(&scan, &KeyRange::ALL, Digest::Portable), None);
     }
 
     #[test]
     fn columns_chain_their_seeds() {
         let select = [item("a", ColumnType::I32), item("b\"", ColumnType::TEXT)];
-        let hash = row_hash(&select).unwrap();
+        let hash = row_hash(&select, Digest::Native).unwrap();
         assert_eq!(
             hash,
             format!(

@@ -53,7 +53,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pontoon_core::capture::{Capture, CaptureMode, CaptureSpec};
 use pontoon_core::value::days_from_civil;
-use pontoon_core::{ColumnType, Connector, Engine, Error, Limits, Reader, Result, SecretUrl, Writer, redact_url};
+use pontoon_core::{
+    ColumnType, Connector, Digest, Engine, Error, Limits, Reader, Result, SecretUrl, Writer, redact_url,
+};
 use tokio_postgres::Config;
 
 pub use reader::PgReader;
@@ -179,6 +181,10 @@ pub fn pg_native_type(ty: &ColumnType) -> String {
 impl Connector for PgConnector {
     fn engine(&self) -> Engine {
         Engine::Postgres
+    }
+
+    fn digests(&self) -> &'static [Digest] {
+        &[Digest::Native]
     }
 
     fn limits(&self) -> Limits {

@@ -5,8 +5,8 @@ use std::pin::pin;
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use pontoon_core::{
-    ColumnType, Engine, Error, ErrorKind, KeyRange, RawRows, Reader, Result, Row, ScanSpec, SelectExpr, TableSchema,
-    Value,
+    ColumnType, Digest, Engine, Error, ErrorKind, KeyRange, RawRows, Reader, Result, Row, ScanSpec, SelectExpr,
+    TableSchema, Value,
 };
 use tokio_postgres::Row as PgRow;
 use tokio_postgres::types::Type;

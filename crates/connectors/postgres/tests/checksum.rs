@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use pontoon_core::{
-    Checksum, Connector, KeyRange, PartitionFilter, Reader, ScanSpec, SecretUrl, SelectExpr, SelectItem, Value,
+    Checksum, Connector, Digest, KeyRange, PartitionFilter, Reader, ScanSpec, SecretUrl, SelectExpr, SelectItem, Value,
 };
 use pontoon_postgres::PgConnector;
 use pontoon_testsupport::{TestDb, pg_db};
@@ -22,7 +22,7 @@ async fn spec(r: &mut Box<dyn Reader>, table: &str) -> ScanSpec {
 }
 
 async fn checksum(r: &mut Box<dyn Reader>, scan: &ScanSpec, range: &KeyRange) -> Checksum {
-    r.checksum(scan, range).await.unwrap().expect("PostgreSQL computes checksums of columns")
+    r.checksum(scan, range, Digest::Native).await.unwrap().expect("PostgreSQL computes checksums of columns")
 }
 
 const ALL_TYPES: &str = "id int PRIMARY KEY, i2 smallint, i4 integer, i8 bigint, n numeric(12,2), nu numeric, \
@@ -289,7 +289,7 @@ async fn ranges_in_one_pass_equal_each_range_alone() {
     let bounds = [b(-501), b(-100), b(0), b(1), b(250), b(260), b(499)];
     for filter in [None, Some("id % 3 <> 0".to_string())] {
         let scan = ScanSpec { filter: filter.clone(), ..base.clone() };
-        let pass = r.checksum_ranges(&scan, &bounds).await.unwrap().expect("one integer key: one pass");
+        let pass = r.checksum_ranges(&scan, &bounds, Digest::Native).await.unwrap().expect("one integer key: one pass");
         assert_eq!(pass.len(), bounds.len() + 1);
         let mut after = None;
         for (i, got) in pass.iter().enumerate() {
@@ -302,7 +302,7 @@ async fn ranges_in_one_pass_equal_each_range_alone() {
         assert_eq!(pass.iter().map(|c| c.rows).sum::<u64>(), checksum(&mut r, &scan, &KeyRange::ALL).await.rows);
     }
     let text_key = spec(&mut r, "tk").await;
-    assert_eq!(r.checksum_ranges(&text_key, &[vec![Value::Text("a".into())]]).await.unwrap(), None);
+    assert_eq!(r.checksum_ranges(&text_key, &[vec![Value::Text("a".into())]], Digest::Native).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -312,7 +312,7 @@ async fn sql_expressions_have_no_checksum() {
     let mut r = reader(&db).await;
     let mut scan = spec(&mut r, "t").await;
     scan.select.push(SelectItem { expr: SelectExpr::Sql("v + 1".into()), ty: pontoon_core::ColumnType::I32 });
-    assert_eq!(r.checksum(&scan, &KeyRange::ALL).await.unwrap(), None);
+    assert_eq!(r.checksum(&scan, &KeyRange::ALL, Digest::Native).await.unwrap(), None);
 }
 
 /// The checksum of 1M rows against the plain floor `count(*), sum(hashtext(t::text))`
