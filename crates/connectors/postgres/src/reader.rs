@@ -262,16 +262,22 @@ impl Reader for PgReader {
         Ok(Some(RawRows { engine: Engine::Postgres, rows, data }))
     }
 
-    async fn checksum(&mut self, scan: &ScanSpec, range: &KeyRange) -> Result<Option<pontoon_core::Checksum>> {
-        crate::checksum::checksum(&self.session.client, scan, range).await
+    async fn checksum(
+        &mut self,
+        scan: &ScanSpec,
+        range: &KeyRange,
+        digest: Digest,
+    ) -> Result<Option<pontoon_core::Checksum>> {
+        crate::checksum::checksum(&self.session.client, scan, range, digest).await
     }
 
     async fn checksum_ranges(
         &mut self,
         scan: &ScanSpec,
         bounds: &[Vec<Value>],
+        digest: Digest,
     ) -> Result<Option<Vec<pontoon_core::Checksum>>> {
-        crate::checksum::checksum_ranges(&self.session.client, scan, bounds).await
+        crate::checksum::checksum_ranges(&self.session.client, scan, bounds, digest).await
     }
 
     /// `SELECT <select> FROM t WHERE <filter> AND <partition> AND key IN (...)`, one
