@@ -186,6 +186,39 @@ fn values_the_target_cannot_hold_stop_their_table_naming_key_and_column() {
     );
 }
 
+/// MariaDB to PostgreSQL: rows are fitted and encoded for the target as they are
+/// read; a value refused by the fit (text too long) or only by PostgreSQL's encoder
+/// (a fraction a `timestamp(0)` would round) still stops its table naming key and
+/// column, with nothing of the chunk written.
+#[test]
+fn mariadb_to_postgres_refusals_name_key_and_column() {
+    let src = mysql_db();
+    src.sql(
+        "CREATE TABLE people (id int PRIMARY KEY, name text);
+         INSERT INTO people SELECT seq, concat('p', seq) FROM seq_1_to_3000;
+         UPDATE people SET name = 'much too long' WHERE id = 2042;
+         CREATE TABLE events (id int PRIMARY KEY, at datetime(6));
+         INSERT INTO events SELECT seq, '2024-01-01 00:00:00' FROM seq_1_to_3000;
+         UPDATE events SET at = '2024-01-01 00:00:00.5' WHERE id = 2007;
+         CREATE TABLE fine (id int PRIMARY KEY, x int, t text);
+         INSERT INTO fine SELECT seq, seq, IF(seq % 2 = 0, '', NULL) FROM seq_1_to_3000;",
+    );
+    let dst = pg_db();
+    dst.sql("CREATE TABLE people (id int PRIMARY KEY, name varchar(5)); CREATE TABLE events (id int PRIMARY KEY, at timestamp(0));");
+    let dir = temp_dir("pontoon-cli-my-pg-range");
+    let job = write_job(dir.path(), &src.url, &dst.url, "[copy]\nchunk_rows = 1000\n");
+    let out = pontoon(&["copy", job.to_str().unwrap(), "--json"]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("table people, key (2042), column name"), "{err}");
+    assert!(err.contains("table events, key (2007), column at"), "{err}");
+    assert!(!err.contains("much too long"), "row values must not be logged: {err}");
+    // the refused chunks wrote nothing (the others may have been copied); NULL and '' kept apart
+    assert_eq!(dst.sql("SELECT count(*) FROM people WHERE id BETWEEN 2001 AND 3000"), "0");
+    assert_eq!(dst.sql("SELECT count(*) FROM events WHERE id BETWEEN 2001 AND 3000"), "0");
+    assert_eq!(dst.sql("SELECT count(*), count(t), count(*) FILTER (WHERE t = '') FROM fine"), "3000|1500|1500");
+}
+
 #[test]
 fn kill_9_at_random_points_then_resume_copies_every_row_once() {
     let src = pg_db();

@@ -122,6 +122,25 @@ pub trait Reader: Send {
     /// The rows whose key lies in `range`, ordered by key.
     async fn scan(&mut self, scan: &ScanSpec, range: &KeyRange) -> Result<Vec<Row>>;
 
+    /// [`Reader::scan`], each row handed to `each` as soon as it is decoded instead of
+    /// the chunk's rows collected first (decoded rows take several times the memory
+    /// of their encoding for the target, and a second pass over them misses the CPU's
+    /// cache). Stops at the first error, of the read or of `each`; returns the number
+    /// of rows read. The default collects them with `scan`.
+    async fn scan_each(
+        &mut self,
+        scan: &ScanSpec,
+        range: &KeyRange,
+        each: &mut (dyn FnMut(Row) -> Result<()> + Send),
+    ) -> Result<u64> {
+        let rows = self.scan(scan, range).await?;
+        let n = rows.len() as u64;
+        for row in rows {
+            each(row)?;
+        }
+        Ok(n)
+    }
+
     /// The rows whose key lies in `range`, in the engine's own bulk format (any
     /// order), for a writer of the same engine to load without decoding them
     /// ([`Writer::upsert_raw`]). `Ok(None)` when the engine has no such format.
@@ -183,15 +202,28 @@ pub struct Checksum {
 }
 
 /// Rows in an engine's own bulk format (PostgreSQL: a complete binary `COPY` stream,
-/// header and trailer included), passed from a reader to a writer of the same
+/// header and trailer included): passed from a reader to a writer of the same
 /// engine when the engine has checked that every target column has exactly the
-/// source column's type, so no value can fail to fit.
+/// source column's type, so no value can fail to fit; or made by a writer's
+/// [`BulkEncoder`] from fitted rows, each value checked as it was encoded.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RawRows {
     pub engine: Engine,
     /// Number of rows in `data`.
     pub rows: u64,
     pub data: Vec<u8>,
+    /// The primary key values of the rows, row after row (`rows` times the key's
+    /// width), when a [`BulkEncoder`] made them: an error the target finds in a row
+    /// then names its key. Empty for rows read in the bulk format.
+    pub keys: Vec<Value>,
+}
+
+impl RawRows {
+    /// The key of the `row`-th row (from 0), of a key of `width` columns, when known.
+    pub fn key(&self, row: usize, width: usize) -> Option<Vec<Value>> {
+        let start = row.checked_mul(width)?;
+        (width > 0).then(|| self.keys.get(start..start + width).map(<[Value]>::to_vec)).flatten()
+    }
 }
 
 impl fmt::Debug for RawRows {
@@ -199,6 +231,18 @@ impl fmt::Debug for RawRows {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RawRows({}, {} rows, {} bytes)", self.engine, self.rows, self.data.len())
     }
+}
+
+/// Encodes rows, one at a time as they are fitted, into a writer's bulk format for
+/// [`Writer::upsert_raw`] ([`Writer::bulk_encoder`]). Each value is checked as
+/// [`Writer::upsert`] would check it; nothing is sent.
+pub trait BulkEncoder: Send {
+    /// Appends a row (fitted, in the column order of the `TableSchema` the encoder was
+    /// made for). An error names the column; the encoder must then be dropped.
+    fn push(&mut self, row: &[Value]) -> Result<()>;
+
+    /// The rows pushed, with their keys.
+    fn finish(self: Box<Self>) -> RawRows;
 }
 
 /// Writes a target.
@@ -229,6 +273,16 @@ pub trait Writer: Send {
     async fn upsert_raw(&mut self, table: &TableSchema, _rows: &RawRows) -> Result<u64> {
         Err(crate::Error::new(crate::ErrorKind::Unsupported, "this engine has no raw bulk format")
             .in_table(table.name.clone()))
+    }
+
+    /// A [`BulkEncoder`] for rows of `table` (the target's actual column types are
+    /// looked up as `upsert` looks them up), when the engine can load rows encoded
+    /// ahead of the write through [`Writer::upsert_raw`]: the copy then encodes each
+    /// row as soon as it is fitted, while it is still in the CPU's cache, and keeps
+    /// the compact encoding instead of the decoded rows. `Ok(None)` otherwise (the
+    /// default).
+    async fn bulk_encoder(&mut self, _table: &TableSchema) -> Result<Option<Box<dyn BulkEncoder>>> {
+        Ok(None)
     }
 
     /// Applies one sync batch to one table in **one transaction**: first deletes the

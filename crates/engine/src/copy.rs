@@ -561,17 +561,19 @@ async fn worker(id: usize, ctx: CopyContext, shared: Arc<Shared>) {
     }
 }
 
-/// A chunk's rows as read: decoded values, or the engine's own bulk format.
+/// A chunk's rows as read: decoded values, the engine's own bulk format, or decoded
+/// values fitted and encoded by the writer's [`BulkEncoder`].
 enum Payload {
     Rows(Vec<Row>),
     Raw(RawRows),
+    Encoded(RawRows),
 }
 
 impl Payload {
     fn rows(&self) -> u64 {
         match self {
             Payload::Rows(r) => r.len() as u64,
-            Payload::Raw(r) => r.rows,
+            Payload::Raw(r) | Payload::Encoded(r) => r.rows,
         }
     }
 }
@@ -606,15 +608,21 @@ async fn copy_chunk(
     }
     let payload = match payload {
         Some(p) => p,
-        None => match read(ctx, conns, &scan, &chunk.range, false).await.map_err(|e| e.in_table(name))? {
-            Some(Payload::Rows(rows)) => Payload::Rows(fit_rows(rows, tp, &table.write, &shared.limits)?),
-            _ => return Err(Error::internal("a scan returned no rows object")),
+        None => match read_encoded(ctx, conns, &scan, &chunk.range, tp, &table.write, &shared.limits)
+            .await
+            .map_err(|e| e.in_table(name))?
+        {
+            Some(raw) => Payload::Encoded(raw),
+            None => match read(ctx, conns, &scan, &chunk.range, false).await.map_err(|e| e.in_table(name))? {
+                Some(Payload::Rows(rows)) => Payload::Rows(fit_rows(rows, tp, &table.write, &shared.limits)?),
+                _ => return Err(Error::internal("a scan returned no rows object")),
+            },
         },
     };
     shared.throttle.acquire(payload.rows()).await;
     match payload {
         Payload::Raw(_) => table.wrote_raw.store(true, Ordering::Relaxed),
-        Payload::Rows(_) => table.wrote_rows.store(true, Ordering::Relaxed),
+        Payload::Rows(_) | Payload::Encoded(_) => table.wrote_rows.store(true, Ordering::Relaxed),
     }
     let written = write(ctx, conns, &table.write, &payload).await.map_err(|e| e.in_table(name))?;
     ctx.state.finish_chunk(name, chunk.seq, written)?;
@@ -677,7 +685,7 @@ async fn write(ctx: &CopyContext, conns: &mut Conns, table: &TableSchema, payloa
             let writer = conns.writer(ctx).await?;
             match payload {
                 Payload::Rows(rows) => writer.upsert(table, rows).await,
-                Payload::Raw(raw) => writer.upsert_raw(table, raw).await,
+                Payload::Raw(raw) | Payload::Encoded(raw) => writer.upsert_raw(table, raw).await,
             }
         }
         .await;
@@ -691,26 +699,90 @@ async fn write(ctx: &CopyContext, conns: &mut Conns, table: &TableSchema, payloa
     }
 }
 
-/// Fits every value to its target column; the first value that does not fit is an
-/// error naming table, key and column.
-pub(crate) fn fit_rows(mut rows: Vec<Row>, tp: &TablePlan, write: &TableSchema, limits: &Limits) -> Result<Vec<Row>> {
-    let is_key: Vec<bool> = (0..write.columns.len()).map(|i| tp.key_positions.contains(&i)).collect();
-    for row in &mut rows {
-        for i in 0..row.len() {
-            // a key cell is kept so the error can name the whole key
-            let kept = is_key[i].then(|| row[i].clone());
-            let v = std::mem::replace(&mut row[i], Value::Null);
-            match fit(v, &write.columns[i], limits) {
-                Ok(v) => row[i] = v,
-                Err(e) => {
-                    if let Some(k) = kept {
-                        row[i] = k;
-                    }
-                    let key = tp.key_positions.iter().map(|&p| row[p].clone()).collect();
-                    return Err(e.at_key(key).in_table(&tp.job.source));
-                }
+/// Reads a chunk and fits each row as it arrives, encoding it at once with the
+/// writer's [`BulkEncoder`] (while its values are still in the CPU's cache; the
+/// decoded row is then dropped): what `upsert` would send, each value checked as
+/// `upsert` checks it, kept in the target's compact encoding. `Ok(None)` when the
+/// writer has no encoder. Transient errors are retried from the start of the chunk
+/// with a fresh encoder, on fresh connections.
+async fn read_encoded(
+    ctx: &CopyContext,
+    conns: &mut Conns,
+    scan: &ScanSpec,
+    range: &KeyRange,
+    tp: &TablePlan,
+    write: &TableSchema,
+    limits: &Limits,
+) -> Result<Option<RawRows>> {
+    let is_key = key_columns(tp, write);
+    let mut backoff = ctx.retry.backoff();
+    loop {
+        let encoder = match conns.writer(ctx).await {
+            Ok(w) => w.bulk_encoder(write).await,
+            Err(e) => Err(e),
+        };
+        let mut encoder = match encoder {
+            Ok(Some(encoder)) => encoder,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                conns.writer = None;
+                backoff.retry_after("prepare the write", e).await?;
+                continue;
+            }
+        };
+        let attempt = async {
+            let reader = conns.reader(ctx).await?;
+            reader
+                .scan_each(scan, range, &mut |mut row| {
+                    fit_row(&mut row, &is_key, tp, write, limits)?;
+                    encoder.push(&row).map_err(|e| {
+                        let key = tp.key_positions.iter().map(|&p| row[p].clone()).collect();
+                        e.at_key(key).in_table(&tp.job.source)
+                    })
+                })
+                .await
+        }
+        .await;
+        match attempt {
+            Ok(_) => return Ok(Some(encoder.finish())),
+            Err(e) => {
+                conns.reader = None;
+                backoff.retry_after("read chunk", e).await?;
             }
         }
     }
+}
+
+/// Fits every value to its target column; the first value that does not fit is an
+/// error naming table, key and column.
+pub(crate) fn fit_rows(mut rows: Vec<Row>, tp: &TablePlan, write: &TableSchema, limits: &Limits) -> Result<Vec<Row>> {
+    let is_key = key_columns(tp, write);
+    for row in &mut rows {
+        fit_row(row, &is_key, tp, write, limits)?;
+    }
     Ok(rows)
+}
+
+fn key_columns(tp: &TablePlan, write: &TableSchema) -> Vec<bool> {
+    (0..write.columns.len()).map(|i| tp.key_positions.contains(&i)).collect()
+}
+
+/// Fits one row's values in place (see [`fit_rows`]).
+fn fit_row(row: &mut Row, is_key: &[bool], tp: &TablePlan, write: &TableSchema, limits: &Limits) -> Result<()> {
+    for i in 0..row.len() {
+        // a key cell is kept so the error can name the whole key
+        let kept = is_key[i].then(|| row[i].clone());
+        let v = std::mem::replace(&mut row[i], Value::Null);
+        match fit(v, &write.columns[i], limits) {
+            Ok(v) => row[i] = v,
+            Err(e) => {
+                if let Some(k) = kept {
+                    row[i] = k;
+                }
+                let key = tp.key_positions.iter().map(|&p| row[p].clone()).collect();
+                return Err(e.at_key(key).in_table(&tp.job.source));
+            }
+        }
+    }
+    Ok(())
 }

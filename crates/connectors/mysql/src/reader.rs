@@ -31,8 +31,25 @@ impl MysqlReader {
     /// Runs a query with the binary protocol and decodes each row by `types`; a cell
     /// that cannot be decoded is an error naming `names[i]`.
     async fn query_rows(&mut self, sql: &str, types: &[&ColumnType], names: &[String]) -> Result<Vec<Row>> {
-        let mut result = self.conn.exec_iter(sql, ()).await.map_err(error::map)?;
         let mut rows = Vec::new();
+        self.query_each(sql, types, names, &mut |row| {
+            rows.push(row);
+            Ok(())
+        })
+        .await?;
+        Ok(rows)
+    }
+
+    /// [`MysqlReader::query_rows`], each row handed to `each` as it is decoded.
+    async fn query_each(
+        &mut self,
+        sql: &str,
+        types: &[&ColumnType],
+        names: &[String],
+        each: &mut (dyn FnMut(Row) -> Result<()> + Send),
+    ) -> Result<u64> {
+        let mut result = self.conn.exec_iter(sql, ()).await.map_err(error::map)?;
+        let mut n = 0;
         while let Some(row) = result.next().await.map_err(error::map)? {
             let cells = row.unwrap();
             if cells.len() != types.len() {
@@ -46,9 +63,10 @@ impl MysqlReader {
             for (i, cell) in cells.into_iter().enumerate() {
                 out.push(values::decode(cell, types[i]).map_err(|e| e.in_column(&names[i]))?);
             }
-            rows.push(out);
+            each(out)?;
+            n += 1;
         }
-        Ok(rows)
+        Ok(n)
     }
 }
 
@@ -168,6 +186,21 @@ impl Reader for MysqlReader {
     }
 
     async fn scan(&mut self, scan: &ScanSpec, range: &KeyRange) -> Result<Vec<Row>> {
+        let mut rows = Vec::new();
+        self.scan_each(scan, range, &mut |row| {
+            rows.push(row);
+            Ok(())
+        })
+        .await?;
+        Ok(rows)
+    }
+
+    async fn scan_each(
+        &mut self,
+        scan: &ScanSpec,
+        range: &KeyRange,
+        each: &mut (dyn FnMut(Row) -> Result<()> + Send),
+    ) -> Result<u64> {
         let order = if scan.key.is_empty() { String::new() } else { format!(" ORDER BY {}", key_list(&scan.key)) };
         let sql = format!(
             "SELECT {} FROM {}{}{order}",
@@ -177,7 +210,7 @@ impl Reader for MysqlReader {
         );
         let types: Vec<&ColumnType> = scan.select.iter().map(|i| &i.ty).collect();
         let names: Vec<String> = scan.select.iter().map(|i| item_name(&i.expr)).collect();
-        self.query_rows(&sql, &types, &names).await.map_err(|e| e.in_table(&scan.table))
+        self.query_each(&sql, &types, &names, each).await.map_err(|e| e.in_table(&scan.table))
     }
 
     async fn checksum(

@@ -7,12 +7,64 @@
 //! an int32 header-extension length and that many bytes; then the tuples, each an
 //! int16 field count followed by, per field, an int32 length (-1 for NULL) and that
 //! many bytes; then the trailer, a field count of -1. All integers are big-endian.
+//!
+//! The writer builds such streams from decoded rows ([`write_header`], [`write_row`],
+//! [`write_trailer`]), each field encoded by [`crate::encode::encode`].
+
+use bytes::{BufMut, BytesMut};
+use pontoon_core::{Error, Result, Value};
+use tokio_postgres::types::IsNull;
+
+use crate::encode::{TargetColumn, encode};
 
 /// The signature every binary `COPY` stream starts with.
 pub const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 
 /// A complete binary `COPY` stream of no rows: header and trailer.
 pub const EMPTY: &[u8; 21] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0\xff\xff";
+
+/// Appends the header: the signature, no flags, no header extension.
+pub fn write_header(out: &mut BytesMut) {
+    out.put_slice(SIGNATURE);
+    out.put_i32(0);
+    out.put_i32(0);
+}
+
+/// Appends the trailer.
+pub fn write_trailer(out: &mut BytesMut) {
+    out.put_i16(-1);
+}
+
+/// Appends one tuple: `row`'s values encoded for `columns` (as many), each checked by
+/// the encoder. On an error `out` holds part of the tuple: the stream is to be
+/// abandoned.
+pub fn write_row(row: &[Value], columns: &[TargetColumn], out: &mut BytesMut) -> Result<()> {
+    let count = i16::try_from(columns.len())
+        .map_err(|_| Error::internal(format!("{} columns are more than a COPY row holds", columns.len())))?;
+    if row.len() != columns.len() {
+        return Err(Error::internal(format!("a row of {} values for {} columns", row.len(), columns.len())));
+    }
+    out.put_i16(count);
+    for (value, column) in row.iter().zip(columns) {
+        let at = out.len();
+        out.put_i32(0);
+        match encode(value, column, out)? {
+            IsNull::Yes => {
+                out.truncate(at);
+                out.put_i32(-1);
+            }
+            IsNull::No => {
+                let len = out.len() - at - 4;
+                let len = i32::try_from(len).map_err(|_| {
+                    Error::new(pontoon_core::ErrorKind::ValueRange, format!("a value of {len} bytes is too large"))
+                        .in_column(column.name.clone())
+                })?;
+                out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+            }
+        }
+    }
+    Ok(())
+}
 
 struct Cursor<'a> {
     data: &'a [u8],

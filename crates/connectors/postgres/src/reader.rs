@@ -259,7 +259,7 @@ impl Reader for PgReader {
         let rows = copy_stream::count_rows(&data, Some(scan.select.len())).map_err(|why| {
             Error::internal(format!("{what}: the server's binary COPY stream is malformed: {why}")).in_table(table)
         })?;
-        Ok(Some(RawRows { engine: Engine::Postgres, rows, data }))
+        Ok(Some(RawRows { engine: Engine::Postgres, rows, data, keys: Vec::new() }))
     }
 
     async fn checksum(

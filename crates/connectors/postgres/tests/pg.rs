@@ -582,6 +582,122 @@ async fn writer_encodes_for_the_actual_column_types() {
     assert_eq!(db.sql("SELECT count(*) FROM t"), "2");
 }
 
+/// A batch of many megabytes goes out in many `COPY` messages: every value arrives
+/// (NULL and '' kept apart across message boundaries), and an error far into the
+/// batch, found by our encoder or by the server, still names that row's key and
+/// leaves nothing written.
+#[tokio::test]
+async fn large_batches_are_written_exactly_and_fail_whole() {
+    let db = pg_db();
+    db.sql("CREATE TABLE big (id int PRIMARY KEY, t text, b bytea, n numeric(10,2), s smallint)");
+    let mut w = writer(&db).await;
+    let schema = w.describe("big").await.unwrap().unwrap();
+    let row = |i: i64| -> Row {
+        vec![
+            Value::Int(i),
+            match i % 3 {
+                0 => Value::Null,
+                1 => text(""),
+                _ => text(&"é".repeat((i % 200 + 1) as usize)),
+            },
+            if i % 5 == 0 { Value::Null } else { Value::Bytes(vec![(i % 256) as u8; (i % 97) as usize]) },
+            dec(&format!("{}.{:02}", i, i % 100)),
+            Value::Int(i % 30_000),
+        ]
+    };
+    let rows: Vec<Row> = (0..30_000).map(row).collect();
+    assert_eq!(w.upsert(&schema, &rows).await.unwrap(), 30_000);
+    let back = reader(&db).await.scan(&spec_of(&schema), &KeyRange::ALL).await.unwrap();
+    assert_eq!(back, rows);
+    assert_eq!(
+        db.sql("SELECT count(*) FILTER (WHERE t IS NULL), count(*) FILTER (WHERE t = '') FROM big"),
+        "10000|10000"
+    );
+
+    db.sql("TRUNCATE big");
+    // our encoder refuses a value (NUL in text) in row 25,000: the pieces before it
+    // were sent, the COPY is abandoned
+    let mut bad = rows.clone();
+    bad[25_000][1] = text("a\0b");
+    let e = w.upsert(&schema, &bad).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ValueRange, "{e}");
+    assert_eq!(e.location().key, Some(vec![Value::Int(25_000)]), "{e}");
+    assert_eq!(e.location().column.as_deref(), Some("t"), "{e}");
+    // the server refuses one (numeric overflow) in row 27,000: located by its COPY context
+    let mut bad = rows.clone();
+    bad[27_000][3] = dec("123456789.00");
+    let e = w.upsert(&schema, &bad).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ValueRange, "{e}");
+    assert_eq!(e.location().key, Some(vec![Value::Int(27_000)]), "{e}");
+    assert_eq!(e.location().column.as_deref(), Some("n"), "{e}");
+    assert_eq!(db.sql("SELECT count(*) FROM big"), "0");
+    // the connection is still good
+    assert_eq!(w.upsert(&schema, &rows).await.unwrap(), 30_000);
+    assert_eq!(db.sql("SELECT count(*) FROM big"), "30000");
+}
+
+/// The rows through the writer's `BulkEncoder`.
+async fn encode(w: &mut Box<dyn Writer>, schema: &TableSchema, rows: &[Row]) -> pontoon_core::Result<RawRows> {
+    let mut e = w.bulk_encoder(schema).await?.expect("PostgreSQL has a bulk encoder");
+    for row in rows {
+        e.push(row)?;
+    }
+    Ok(e.finish())
+}
+
+/// Rows encoded ahead of the write by the writer's `BulkEncoder` (the copy's path
+/// for decoded rows) arrive exactly as `upsert` writes them; the encoder refuses what
+/// `upsert` refuses, and an error the server finds names the row's key.
+#[tokio::test]
+async fn bulk_encoded_rows_are_written_exactly() {
+    let db = pg_db();
+    db.sql("CREATE TABLE enc (id int PRIMARY KEY, t text, n numeric(10,2), ts timestamp(3), j jsonb)");
+    let mut w = writer(&db).await;
+    let schema = w.describe("enc").await.unwrap().unwrap();
+    let rows: Vec<Row> = (0..20_000i64)
+        .map(|i| {
+            vec![
+                Value::Int(i),
+                match i % 3 {
+                    0 => Value::Null,
+                    1 => text(""),
+                    _ => text(&format!("row {i} 😀 {}", "x".repeat((i % 300) as usize))),
+                },
+                dec(&format!("-{}.{:02}", i, i % 100)),
+                Value::Timestamp(micros(2024, 2, 29, 23, 59, 59, (i % 1000) * 1000)),
+                Value::Json(format!(r#"{{"i": {i}}}"#)),
+            ]
+        })
+        .collect();
+    let raw = encode(&mut w, &schema, &rows).await.unwrap();
+    assert_eq!(raw.rows, 20_000);
+    assert_eq!(copy_stream::count_rows(&raw.data, Some(5)), Ok(20_000));
+    assert_eq!(raw.key(19_999, 1), Some(vec![Value::Int(19_999)]));
+    assert_eq!(w.upsert_raw(&schema, &raw).await.unwrap(), 20_000);
+    let back = reader(&db).await.scan(&spec_of(&schema), &KeyRange::ALL).await.unwrap();
+    assert_eq!(back, rows);
+    // again: the rows exist, the staging path upserts them
+    assert_eq!(w.upsert_raw(&schema, &raw).await.unwrap(), 20_000);
+    assert_eq!(db.sql("SELECT count(*) FROM enc"), "20000");
+
+    // the encoder refuses what upsert refuses (a fraction timestamp(3) would round)
+    let mut bad = rows.clone();
+    bad[123][3] = Value::Timestamp(micros(2024, 1, 1, 0, 0, 0, 1));
+    let e = encode(&mut w, &schema, &bad).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ValueRange, "{e}");
+    assert_eq!(e.location().column.as_deref(), Some("ts"), "{e}");
+    // a value only the server refuses (numeric overflow) names the row's key
+    db.sql("TRUNCATE enc");
+    let mut bad = rows.clone();
+    bad[17_000][2] = dec("123456789.00");
+    let raw = encode(&mut w, &schema, &bad).await.unwrap();
+    let e = w.upsert_raw(&schema, &raw).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ValueRange, "{e}");
+    assert_eq!(e.location().key, Some(vec![Value::Int(17_000)]), "{e}");
+    assert_eq!(e.location().column.as_deref(), Some("n"), "{e}");
+    assert_eq!(db.sql("SELECT count(*) FROM enc"), "0");
+}
+
 #[tokio::test]
 async fn limits_are_postgres_limits() {
     let db = pg_db();
@@ -1146,7 +1262,7 @@ async fn raw_scans_respect_range_filter_and_partition() {
     // the connection is still good
     assert_eq!(raw_of(r.scan_raw(&spec_of(&schema), &KeyRange::ALL).await.unwrap()).rows, 20);
     // rows of another engine are refused
-    let foreign = RawRows { engine: Engine::Mysql, rows: 1, data: vec![1, 2, 3] };
+    let foreign = RawRows { engine: Engine::Mysql, rows: 1, data: vec![1, 2, 3], keys: Vec::new() };
     let e = w.upsert_raw(&schema, &foreign).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
 }
