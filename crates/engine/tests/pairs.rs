@@ -291,7 +291,7 @@ async fn round_trip(src: Kind, dst: Kind) {
 
     let job_text = format!(
         "[source]\nurl = \"{}\"\n[target]\nurl = \"{}\"\n[copy]\nworkers = 3\nchunk_rows = 47\n\
-         [verify]\nchunk_rows = 53\n",
+         [verify]\nchunk_rows = 11\n",
         source.url, target.url
     );
     let job_path = work.path().join("job.toml");
