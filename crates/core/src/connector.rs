@@ -279,9 +279,11 @@ pub trait Writer: Send {
     /// looked up as `upsert` looks them up), when the engine can load rows encoded
     /// ahead of the write through [`Writer::upsert_raw`]: the copy then encodes each
     /// row as soon as it is fitted, while it is still in the CPU's cache, and keeps
-    /// the compact encoding instead of the decoded rows. `Ok(None)` otherwise (the
-    /// default).
-    async fn bulk_encoder(&mut self, _table: &TableSchema) -> Result<Option<Box<dyn BulkEncoder>>> {
+    /// the compact encoding instead of the decoded rows. The encoding goes into
+    /// `buffer`, emptied first (the `data` of an earlier [`RawRows`]: its memory is
+    /// reused instead of new pages being faulted in for every chunk). `Ok(None)`
+    /// otherwise (the default).
+    async fn bulk_encoder(&mut self, _table: &TableSchema, _buffer: Vec<u8>) -> Result<Option<Box<dyn BulkEncoder>>> {
         Ok(None)
     }
 

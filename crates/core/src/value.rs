@@ -205,6 +205,33 @@ impl Decimal {
         Some(Self::from_parts(neg, i, f))
     }
 
+    /// [`Decimal::parse`] of owned text, kept without a copy when it is already in
+    /// canonical form (as engines send most decimals: `-123.450`, `0.5`).
+    pub fn from_text(text: String) -> Option<Decimal> {
+        if Self::is_canonical(&text) { Some(Decimal(text)) } else { Self::parse(&text) }
+    }
+
+    /// An optional `-` (not before a zero), digits without a leading zero (but at
+    /// least one), and optionally a `.` and at least one digit: what `parse` returns
+    /// for finite numbers.
+    fn is_canonical(text: &str) -> bool {
+        let b = text.as_bytes();
+        let (neg, digits) = match b.first() {
+            Some(b'-') => (true, &b[1..]),
+            _ => (false, b),
+        };
+        let (int, frac) = match digits.iter().position(|&c| c == b'.') {
+            Some(i) => (&digits[..i], Some(&digits[i + 1..])),
+            None => (digits, None),
+        };
+        let digits_ok = |d: &[u8]| !d.is_empty() && d.iter().all(u8::is_ascii_digit);
+        if !digits_ok(int) || (int.len() > 1 && int[0] == b'0') || frac.is_some_and(|f| !digits_ok(f)) {
+            return false;
+        }
+        let zero = int == b"0" && frac.is_none_or(|f| f.iter().all(|&c| c == b'0'));
+        !(neg && zero)
+    }
+
     fn from_parts(neg: bool, int_digits: &str, frac_digits: &str) -> Decimal {
         let int_trim = int_digits.trim_start_matches('0');
         let int_trim = if int_trim.is_empty() { "0" } else { int_trim };
@@ -365,17 +392,59 @@ pub fn format_uuid(u: &[u8; 16]) -> String {
     s
 }
 
+/// The value of each hex digit, 0xff for every other byte.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Where the 32 digits of `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` are.
+const UUID_DIGITS: [usize; 32] = [
+    0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34,
+    35,
+];
+
+/// 32 hex digits, with or without the four hyphens of the usual spelling.
 pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
-    let hex: Vec<u8> = s.bytes().filter(|b| *b != b'-').collect();
-    if hex.len() != 32 || s.len() != 36 && s.len() != 32 {
+    let b = s.as_bytes();
+    let mut out = [0u8; 16];
+    if b.len() == 36 && b[8] == b'-' && b[13] == b'-' && b[18] == b'-' && b[23] == b'-' {
+        // the usual spelling, without a branch per digit
+        let mut bad = 0u8;
+        for (i, pair) in UUID_DIGITS.chunks_exact(2).enumerate() {
+            let (hi, lo) = (HEX[b[pair[0]] as usize], HEX[b[pair[1]] as usize]);
+            bad |= hi | lo;
+            out[i] = hi << 4 | lo;
+        }
+        return (bad & 0xf0 == 0).then_some(out);
+    }
+    if b.len() != 36 && b.len() != 32 {
         return None;
     }
-    let mut out = [0u8; 16];
-    for (i, pair) in hex.chunks(2).enumerate() {
-        let txt = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(txt, 16).ok()?;
+    let mut nibbles = 0usize;
+    for &c in b {
+        if c == b'-' {
+            continue;
+        }
+        let v = HEX[c as usize];
+        if v == 0xff || nibbles == 32 {
+            return None;
+        }
+        out[nibbles / 2] |= if nibbles.is_multiple_of(2) { v << 4 } else { v };
+        nibbles += 1;
     }
-    Some(out)
+    (nibbles == 32).then_some(out)
 }
 
 /// Parses `YYYY-MM-DD` into days since the epoch, checking the calendar.
@@ -534,6 +603,66 @@ mod tests {
         assert_eq!(format_time(parse_time("24:00:00").unwrap()), "24:00:00.000000");
         let u = parse_uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap();
         assert_eq!(format_uuid(&u), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+    }
+
+    #[test]
+    fn owned_decimal_text_is_kept_only_when_canonical() {
+        for t in [
+            "0",
+            "-0",
+            "0.0",
+            "-0.00",
+            "00",
+            "01.5",
+            "1.",
+            ".5",
+            "-.5",
+            "+1",
+            "1e3",
+            "1.5E-2",
+            "-1",
+            "-10.250",
+            "123456789012345678901234567890.000000000000000000001",
+            "0.000",
+            "-0.001",
+            "NaN",
+            "-Infinity",
+            " 1",
+            "1 ",
+            "",
+            "-",
+            "1.2.3",
+            "1a",
+            "٣",
+        ] {
+            assert_eq!(Decimal::from_text(t.to_string()), Decimal::parse(t), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn uuids_parse_with_or_without_hyphens_and_nothing_else() {
+        let u = parse_uuid("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11").unwrap();
+        assert_eq!(format_uuid(&u), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+        assert_eq!(parse_uuid("a0eebc999c0b4ef8bb6d6bb9bd380a11"), Some(u));
+        // hyphens elsewhere (the general path) still count as separators
+        assert_eq!(parse_uuid("a0eebc999c0b-4ef8-bb6d-6bb9-bd380a11"), Some(u));
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(parse_uuid(&format_uuid(&all[..16].try_into().unwrap())), Some(all[..16].try_into().unwrap()));
+        assert_eq!(parse_uuid(&format_uuid(&[0xff; 16])), Some([0xff; 16]));
+        for bad in [
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a111",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g",
+            "a0eebc99+9c0b-4ef8-bb6d-6bb9bd380a11",
+            "+0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0eebc999c0b4ef8bb6d6bb9bd380a1-",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11-",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a-1",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd38\u{e9}1",
+            "",
+        ] {
+            assert_eq!(parse_uuid(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -379,6 +379,8 @@ impl Shared {
 struct Conns {
     reader: Option<Box<dyn Reader>>,
     writer: Option<Box<dyn Writer>>,
+    /// The memory of the last chunk encoded by the writer's `BulkEncoder`, for the next.
+    buffer: Vec<u8>,
 }
 
 impl Conns {
@@ -625,6 +627,9 @@ async fn copy_chunk(
         Payload::Rows(_) | Payload::Encoded(_) => table.wrote_rows.store(true, Ordering::Relaxed),
     }
     let written = write(ctx, conns, &table.write, &payload).await.map_err(|e| e.in_table(name))?;
+    if let Payload::Encoded(raw) = payload {
+        conns.buffer = raw.data;
+    }
     ctx.state.finish_chunk(name, chunk.seq, written)?;
     Ok(written)
 }
@@ -717,8 +722,9 @@ async fn read_encoded(
     let is_key = key_columns(tp, write);
     let mut backoff = ctx.retry.backoff();
     loop {
+        let buffer = std::mem::take(&mut conns.buffer);
         let encoder = match conns.writer(ctx).await {
-            Ok(w) => w.bulk_encoder(write).await,
+            Ok(w) => w.bulk_encoder(write, buffer).await,
             Err(e) => Err(e),
         };
         let mut encoder = match encoder {

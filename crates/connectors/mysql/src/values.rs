@@ -76,12 +76,9 @@ pub(crate) fn decode(v: My, ty: &ColumnType) -> Result<Value> {
             v => Err(mismatch(&v, ty)),
         },
         ColumnType::Decimal { .. } => match v {
-            My::Bytes(b) => {
-                let s = utf8(b)?;
-                Decimal::parse(&s)
-                    .map(Value::Decimal)
-                    .ok_or_else(|| Error::schema("MariaDB returned a malformed decimal"))
-            }
+            My::Bytes(b) => Decimal::from_text(utf8(b)?)
+                .map(Value::Decimal)
+                .ok_or_else(|| Error::schema("MariaDB returned a malformed decimal")),
             My::Int(i) => Ok(Value::Decimal(Decimal::from_i128(i as i128))),
             My::UInt(u) => Ok(Value::Decimal(Decimal::from_i128(u as i128))),
             v => Err(mismatch(&v, ty)),

@@ -551,7 +551,7 @@ impl Writer for PgWriter {
 
     /// A binary `COPY` stream encoder for the table's actual column types: the same
     /// encoder and checks as [`Writer::upsert`], ahead of the write.
-    async fn bulk_encoder(&mut self, table: &TableSchema) -> Result<Option<Box<dyn BulkEncoder>>> {
+    async fn bulk_encoder(&mut self, table: &TableSchema, buffer: Vec<u8>) -> Result<Option<Box<dyn BulkEncoder>>> {
         self.target(table).await.map_err(|e| e.in_table(&table.name))?;
         let key_positions = table
             .primary_key
@@ -564,7 +564,10 @@ impl Writer for PgWriter {
                 })
             })
             .collect::<Result<Vec<usize>>>()?;
-        let mut buf = BytesMut::with_capacity(RAW_PIECE);
+        // (a Vec becomes a BytesMut without a copy by way of Bytes)
+        let mut buf = BytesMut::from(Bytes::from(buffer));
+        buf.clear();
+        buf.reserve(RAW_PIECE);
         copy_stream::write_header(&mut buf);
         Ok(Some(Box::new(PgEncoder {
             columns: self.targets[&table.name].columns.clone(),

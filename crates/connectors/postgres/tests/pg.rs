@@ -638,7 +638,8 @@ async fn large_batches_are_written_exactly_and_fail_whole() {
 
 /// The rows through the writer's `BulkEncoder`.
 async fn encode(w: &mut Box<dyn Writer>, schema: &TableSchema, rows: &[Row]) -> pontoon_core::Result<RawRows> {
-    let mut e = w.bulk_encoder(schema).await?.expect("PostgreSQL has a bulk encoder");
+    // a used buffer: its bytes must not leak into the encoding
+    let mut e = w.bulk_encoder(schema, vec![0xff; 100]).await?.expect("PostgreSQL has a bulk encoder");
     for row in rows {
         e.push(row)?;
     }
