@@ -741,10 +741,7 @@ async fn read_encoded(
             reader
                 .scan_each(scan, range, &mut |mut row| {
                     fit_row(&mut row, &is_key, tp, write, limits)?;
-                    encoder.push(&row).map_err(|e| {
-                        let key = tp.key_positions.iter().map(|&p| row[p].clone()).collect();
-                        e.at_key(key).in_table(&tp.job.source)
-                    })
+                    encoder.push(&row).map_err(|e| at_row_key(e, &row, tp))
                 })
                 .await
         }
@@ -773,6 +770,12 @@ fn key_columns(tp: &TablePlan, write: &TableSchema) -> Vec<bool> {
     (0..write.columns.len()).map(|i| tp.key_positions.contains(&i)).collect()
 }
 
+/// `e`, located at the table and `row`'s key.
+fn at_row_key(e: Error, row: &Row, tp: &TablePlan) -> Error {
+    let key = tp.key_positions.iter().map(|&p| row[p].clone()).collect();
+    e.at_key(key).in_table(&tp.job.source)
+}
+
 /// Fits one row's values in place (see [`fit_rows`]).
 fn fit_row(row: &mut Row, is_key: &[bool], tp: &TablePlan, write: &TableSchema, limits: &Limits) -> Result<()> {
     for i in 0..row.len() {
@@ -785,8 +788,7 @@ fn fit_row(row: &mut Row, is_key: &[bool], tp: &TablePlan, write: &TableSchema, 
                 if let Some(k) = kept {
                     row[i] = k;
                 }
-                let key = tp.key_positions.iter().map(|&p| row[p].clone()).collect();
-                return Err(e.at_key(key).in_table(&tp.job.source));
+                return Err(at_row_key(e, row, tp));
             }
         }
     }

@@ -348,8 +348,10 @@ struct Fast {
 }
 
 impl Fast {
-    fn read(self, in_db: bool) -> Read {
-        if in_db { Read::Checksum(self.digest) } else { Read::HashedRows(self.digest) }
+    /// What each side's task reads for a chunk's checksum.
+    fn reads(self) -> (Read, Read) {
+        let read = |in_db| if in_db { Read::Checksum(self.digest) } else { Read::HashedRows(self.digest) };
+        (read(self.in_db.0), read(self.in_db.1))
     }
 }
 
@@ -566,7 +568,8 @@ async fn verify_table(
         }
         ctx.state.plan_verify_chunks(run, table, &planned)?;
         todo.extend(planned);
-        if pass.is_none() {
+        // a resumed run: its planned chunks, in one scan where the databases can
+        if pass.is_none() && !chunks.is_empty() {
             let stored = ctx.state.verified_chunks(run, table)?;
             pass = checksum_pass(ctx, side, fast, &mut readers[0], &stored).await?;
         }
@@ -814,8 +817,7 @@ async fn checksums(
     range: &KeyRange,
     fast: Fast,
 ) -> Result<Option<(Checksum, Checksum)>> {
-    let reads = (fast.read(fast.in_db.0), fast.read(fast.in_db.1));
-    let (s, t) = readers.read_both(ctx, side, range, reads).await?;
+    let (s, t) = readers.read_both(ctx, side, range, fast.reads()).await?;
     let usable = |r: Result<Got>| match r {
         Err(e) if e.is_transient() => Err(e),
         Err(e) => {
