@@ -116,12 +116,16 @@ pub fn capture_tables(plan: &Plan) -> Vec<CaptureTable> {
         .collect()
 }
 
-/// Runs the sync from the checkpointed position until stopped (or caught up).
+/// Runs the sync from the checkpointed position until stopped (or caught up): each
+/// batch is read and re-read ([`Reading::prepare`]), then written and checkpointed
+/// ([`write_batch`]).
 pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
     let tables: HashMap<&str, &TablePlan> = ctx.plan.tables.iter().map(|t| (t.scan.table.as_str(), t)).collect();
     let capture_tables = capture_tables(&ctx.plan);
     let limits = ctx.target.limits();
-    let mut conns = Conns::default();
+    let reading = Reading { ctx, tables: &tables, capture_tables: &capture_tables, limits: &limits, until: &until };
+    let mut source = SourceConns::default();
+    let mut writer: Option<Box<dyn Writer>> = None;
     let mut last_lag = Instant::now() - LAG_EVERY;
     let (mut events_total, mut batches_total) = (0u64, 0u64);
     let stopped = || ctx.stop.load(Ordering::Relaxed);
@@ -130,17 +134,15 @@ pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
         if stopped() {
             return Ok(SyncReport { events: events_total, batches: batches_total, position: from.to_string() });
         }
-        let may_end = until.drain_requested() && ctx.progress.copy_done.load(Ordering::Relaxed);
-        let read_started = Instant::now();
-        let batch = read_batch(ctx, &mut conns, &capture_tables, &from).await?;
-        let read_ms = read_started.elapsed().as_millis() as u64;
-        let started = Instant::now();
-        let applied = apply_batch(ctx, &mut conns, &tables, &limits, &batch).await?;
-        let Some(applied) = applied else {
+        let Some(prepared) = reading.prepare(&mut source, &from).await? else {
             // stopped while waiting for the copy: nothing of this batch was written
             continue;
         };
-        let keys = applied.iter().map(|(_, k)| k.len() as u64).sum();
+        let batch = &prepared.batch;
+        let started = Instant::now();
+        write_batch(ctx, &mut writer, &prepared).await?;
+        let write_ms = started.elapsed().as_millis() as u64;
+        let keys = prepared.tables.iter().map(|t| t.keys.len() as u64).sum();
         if batch.position != from || !batch.events.is_empty() {
             ctx.state.checkpoint_sync(
                 &from,
@@ -149,10 +151,10 @@ pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
                 keys,
                 batch.committed_at_micros,
             )?;
-            release(&mut conns, &batch.position).await;
+            release(&mut source, &batch.position).await;
             if let Some(sampler) = &ctx.changes {
-                for (table, keys) in &applied {
-                    sampler.offer(table, keys);
+                for t in &prepared.tables {
+                    sampler.offer(&t.tp.scan.table, &t.keys);
                 }
             }
         }
@@ -166,8 +168,9 @@ pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
                 keys,
                 from = %from,
                 to = %batch.position,
-                read_ms,
-                apply_ms = started.elapsed().as_millis() as u64,
+                read_ms = prepared.read_ms,
+                fetch_ms = prepared.fetch_ms,
+                write_ms,
                 "batch applied"
             );
         }
@@ -188,10 +191,10 @@ pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
         }
         let caught_up = n == 0;
         if caught_up || last_lag.elapsed() >= LAG_EVERY {
-            measure_lag(ctx, &mut conns, &batch, caught_up).await;
+            measure_lag(ctx, &mut source, &prepared, caught_up).await;
             last_lag = Instant::now();
         }
-        if may_end && caught_up {
+        if prepared.may_end && caught_up {
             return Ok(SyncReport {
                 events: events_total,
                 batches: batches_total,
@@ -205,15 +208,15 @@ fn current_position(state: &StateStore) -> Result<Position> {
     Ok(state.sync()?.ok_or_else(|| Error::new(ErrorKind::State, "the sync has no recorded start position"))?.position)
 }
 
-/// The syncer's connections and capture, rebuilt after a transient error.
+/// The source side of the syncer (capture and re-reads), rebuilt after a transient
+/// error.
 #[derive(Default)]
-struct Conns {
+struct SourceConns {
     capture: Option<Box<dyn Capture>>,
     reader: Option<Box<dyn Reader>>,
-    writer: Option<Box<dyn Writer>>,
 }
 
-impl Conns {
+impl SourceConns {
     async fn capture(&mut self, ctx: &SyncContext, tables: &[CaptureTable]) -> Result<&mut dyn Capture> {
         if self.capture.is_none() {
             let mut c = ctx.source.capture(&ctx.spec)?;
@@ -235,27 +238,90 @@ impl Conns {
             None => Err(Error::internal("no reader")),
         }
     }
+}
 
-    async fn writer(&mut self, ctx: &SyncContext) -> Result<&mut dyn Writer> {
-        if self.writer.is_none() {
-            self.writer = Some(ctx.target.writer().await?);
+/// A batch read from the capture with its rows re-read and fitted, ready to write.
+struct Prepared<'p> {
+    batch: CaptureBatch,
+    /// The sync may end if this batch is empty: a drain was requested and the copy
+    /// was done before the batch was read.
+    may_end: bool,
+    /// When the read began (microseconds since the epoch).
+    read_at_micros: i64,
+    read_ms: u64,
+    fetch_ms: u64,
+    tables: Vec<PreparedTable<'p>>,
+}
+
+/// One table's part of a [`Prepared`] batch.
+struct PreparedTable<'p> {
+    tp: &'p TablePlan,
+    write: Arc<pontoon_core::TableSchema>,
+    /// The batch's distinct keys of the table, in first-seen order.
+    keys: Vec<Vec<Value>>,
+    rows: Vec<Row>,
+    deletes: Vec<Vec<Value>>,
+}
+
+/// What the first stage needs besides the source connections.
+struct Reading<'a, 'p> {
+    ctx: &'a SyncContext,
+    tables: &'a HashMap<&'p str, &'p TablePlan>,
+    capture_tables: &'a [CaptureTable],
+    limits: &'a Limits,
+    until: &'a Until,
+}
+
+impl<'p> Reading<'_, 'p> {
+    /// Reads the batch after `from`, waits per table until the copy allows applying
+    /// it (rule 3), re-reads the current source rows of its distinct keys through the
+    /// mapping and filter (rule 2) and fits them to the target. `None`: a stop
+    /// request came while waiting for the copy.
+    async fn prepare(&self, source: &mut SourceConns, from: &Position) -> Result<Option<Prepared<'p>>> {
+        let ctx = self.ctx;
+        let may_end = self.until.drain_requested() && ctx.progress.copy_done.load(Ordering::Relaxed);
+        let read_started = Instant::now();
+        let read_at_micros = now_micros();
+        let batch = read_batch(ctx, source, self.capture_tables, from).await?;
+        let read_ms = read_started.elapsed().as_millis() as u64;
+        let fetch_started = Instant::now();
+        // distinct keys per table, in first-seen order
+        let mut by_table: Vec<(&'p TablePlan, Vec<Vec<Value>>)> = Vec::new();
+        let mut seen: HashMap<&str, HashSet<&[Value]>> = HashMap::new();
+        for e in &batch.events {
+            let Some(&tp) = self.tables.get(e.table.as_str()) else { continue };
+            if seen.entry(tp.scan.table.as_str()).or_default().insert(&e.key) {
+                match by_table.iter_mut().find(|(t, _)| std::ptr::eq(*t, tp)) {
+                    Some((_, keys)) => keys.push(e.key.clone()),
+                    None => by_table.push((tp, vec![e.key.clone()])),
+                }
+            }
         }
-        match self.writer.as_deref_mut() {
-            Some(x) => Ok(x),
-            None => Err(Error::internal("no writer")),
+        let mut tables = Vec::with_capacity(by_table.len());
+        for (tp, keys) in by_table {
+            let name = tp.scan.table.as_str();
+            let stopped = || ctx.stop.load(Ordering::Relaxed);
+            let Some(write) = ctx.tracker.wait_applicable(name, &stopped).await? else {
+                return Ok(None);
+            };
+            let (rows, deletes) =
+                reread(ctx, source, tp, &write, self.limits, &keys).await.map_err(|e| e.in_table(name))?;
+            tables.push(PreparedTable { tp, write, keys, rows, deletes });
         }
+        let fetch_ms = fetch_started.elapsed().as_millis() as u64;
+        Ok(Some(Prepared { batch, may_end, read_at_micros, read_ms, fetch_ms, tables }))
     }
 }
 
 async fn read_batch(
     ctx: &SyncContext,
-    conns: &mut Conns,
+    source: &mut SourceConns,
     tables: &[CaptureTable],
     from: &Position,
 ) -> Result<CaptureBatch> {
     let mut backoff = ctx.retry.backoff();
     loop {
-        let attempt = async { conns.capture(ctx, tables).await?.read(from, ctx.batch_events, IDLE_WAIT).await }.await;
+        let attempt = async { source.capture(ctx, tables).await?.read(from, ctx.batch_events, IDLE_WAIT).await }.await;
         match attempt {
             Ok(batch) => {
                 if batch.position.compare(from).is_none_or(|o| o.is_lt()) {
@@ -267,63 +333,29 @@ async fn read_batch(
                 return Ok(batch);
             }
             Err(e) => {
-                conns.capture = None;
+                source.capture = None;
                 backoff.retry_after("read changes", e).await?;
             }
         }
     }
 }
 
-/// Applies a batch table by table. Returns the distinct keys per table, or `None`
-/// when a stop request came while waiting for the copy (nothing was applied for
-/// the tables not reached; the batch is read again next time).
-async fn apply_batch<'p>(
+/// Re-reads `keys` of one table: the fitted rows to upsert and the fitted keys to
+/// delete.
+async fn reread(
     ctx: &SyncContext,
-    conns: &mut Conns,
-    tables: &HashMap<&str, &'p TablePlan>,
-    limits: &Limits,
-    batch: &CaptureBatch,
-) -> Result<Option<Vec<(&'p str, Vec<Vec<Value>>)>>> {
-    // distinct keys per table, in first-seen order
-    let mut by_table: Vec<(&'p str, Vec<Vec<Value>>)> = Vec::new();
-    let mut seen: HashMap<&str, HashSet<&[Value]>> = HashMap::new();
-    for e in &batch.events {
-        let Some(tp) = tables.get(e.table.as_str()) else { continue };
-        let name = tp.scan.table.as_str();
-        if seen.entry(name).or_default().insert(&e.key) {
-            match by_table.iter_mut().find(|(t, _)| *t == name) {
-                Some((_, keys)) => keys.push(e.key.clone()),
-                None => by_table.push((name, vec![e.key.clone()])),
-            }
-        }
-    }
-    for (name, keys) in &by_table {
-        let tp = tables[name];
-        let stopped = || ctx.stop.load(Ordering::Relaxed);
-        let Some(write) = ctx.tracker.wait_applicable(name, &stopped).await? else {
-            return Ok(None);
-        };
-        apply_table(ctx, conns, tp, &write, limits, keys).await.map_err(|e| e.in_table(*name))?;
-    }
-    Ok(Some(by_table))
-}
-
-/// Re-reads `keys` of one table and applies what it finds in one transaction.
-async fn apply_table(
-    ctx: &SyncContext,
-    conns: &mut Conns,
+    source: &mut SourceConns,
     tp: &TablePlan,
     write: &pontoon_core::TableSchema,
     limits: &Limits,
     keys: &[Vec<Value>],
-) -> Result<()> {
-    let fetch_started = Instant::now();
+) -> Result<(Vec<Row>, Vec<Vec<Value>>)> {
     let mut backoff = ctx.retry.backoff();
     let rows = loop {
-        match async { conns.reader(ctx).await?.fetch_keys(&tp.scan, keys).await }.await {
+        match async { source.reader(ctx).await?.fetch_keys(&tp.scan, keys).await }.await {
             Ok(rows) => break rows,
             Err(e) => {
-                conns.reader = None;
+                source.reader = None;
                 backoff.retry_after("re-read changed rows", e).await?;
             }
         }
@@ -340,24 +372,36 @@ async fn apply_table(
                 .map_err(|e| e.at_key(key.clone()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let version = version_target_column(tp);
-    let fetch_ms = fetch_started.elapsed().as_millis() as u64;
-    let write_started = Instant::now();
-    let mut backoff = ctx.retry.backoff();
-    loop {
-        let attempt = async { conns.writer(ctx).await?.apply(write, &rows, &deletes, version).await }.await;
-        match attempt {
-            Ok(_) => {
-                let write_ms = write_started.elapsed().as_millis() as u64;
-                tracing::debug!(table = %tp.scan.table, keys = keys.len(), fetch_ms, write_ms, "table applied");
-                return Ok(());
+    Ok((rows, deletes))
+}
+
+/// Writes a prepared batch, table by table, each in one target transaction (with
+/// the `version_column` guard when set).
+async fn write_batch(ctx: &SyncContext, writer: &mut Option<Box<dyn Writer>>, prepared: &Prepared<'_>) -> Result<()> {
+    for t in &prepared.tables {
+        let version = version_target_column(t.tp);
+        let mut backoff = ctx.retry.backoff();
+        loop {
+            let attempt = async {
+                if writer.is_none() {
+                    *writer = Some(ctx.target.writer().await?);
+                }
+                match writer.as_deref_mut() {
+                    Some(w) => w.apply(&t.write, &t.rows, &t.deletes, version).await,
+                    None => Err(Error::internal("no writer")),
+                }
             }
-            Err(e) => {
-                conns.writer = None;
-                backoff.retry_after("apply changes", e).await?;
+            .await;
+            match attempt {
+                Ok(_) => break,
+                Err(e) => {
+                    *writer = None;
+                    backoff.retry_after("apply changes", e).await.map_err(|e| e.in_table(t.tp.scan.table.clone()))?;
+                }
             }
         }
     }
+    Ok(())
 }
 
 /// Splits a re-read into the rows to upsert (one per key) and the requested keys
@@ -388,21 +432,30 @@ fn version_target_column(tp: &TablePlan) -> Option<&str> {
         .map(|p| tp.wanted.columns[p].name.as_str())
 }
 
-async fn release(conns: &mut Conns, upto: &Position) {
-    if let Some(c) = conns.capture.as_deref_mut()
+async fn release(source: &mut SourceConns, upto: &Position) {
+    if let Some(c) = source.capture.as_deref_mut()
         && let Err(e) = c.release(upto).await
     {
         // harmless: the changes stay in the log and are released with the next batch
         tracing::warn!(error = %e, "could not release applied changes from the source's change log");
-        conns.capture = None;
+        source.capture = None;
     }
 }
 
-async fn measure_lag(ctx: &SyncContext, conns: &mut Conns, batch: &CaptureBatch, caught_up: bool) {
-    let now_micros = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
-    let seconds =
-        if caught_up { Some(0.0) } else { batch.committed_at_micros.map(|t| ((now_micros - t) as f64 / 1e6).max(0.0)) };
-    let backlog = match conns.capture.as_deref_mut() {
+fn now_micros() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// Stores how far behind the source the target is: the age of the newest change
+/// applied, or, after a batch that came back empty (everything committed before its
+/// read began is applied), the time since that read began. `pontoon verify` relies
+/// on it: it never says less than the truth.
+async fn measure_lag(ctx: &SyncContext, source: &mut SourceConns, prepared: &Prepared<'_>, caught_up: bool) {
+    let batch = &prepared.batch;
+    let now = now_micros();
+    let since = if caught_up { Some(prepared.read_at_micros) } else { batch.committed_at_micros };
+    let seconds = since.map(|t| ((now - t) as f64 / 1e6).max(0.0));
+    let backlog = match source.capture.as_deref_mut() {
         Some(c) => c.backlog(&batch.position).await.unwrap_or_default(),
         None => Default::default(),
     };

@@ -484,6 +484,8 @@ pub struct SyncRecord {
     /// `running`, `stopped` or `failed`.
     pub state: String,
     pub error: Option<String>,
+    /// When the lag was last measured or the state last changed (a checkpoint does
+    /// not count): `lag` holds as of this moment, which `pontoon verify` relies on.
     pub updated_at: String,
 }
 
@@ -585,8 +587,7 @@ impl StateStore {
             let tx = c.transaction()?;
             tx.execute(
                 "UPDATE sync SET position = ?1, events = events + ?2, batches = batches + 1,
-                        last_commit_micros = coalesce(?3, last_commit_micros),
-                        updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = 1",
+                        last_commit_micros = coalesce(?3, last_commit_micros) WHERE id = 1",
                 params![to, events as i64, last_commit_micros],
             )?;
             let id = tx.query_row(
@@ -614,11 +615,16 @@ impl StateStore {
         Ok(())
     }
 
-    /// `running`, `stopped` or `failed` (with the error).
+    /// `running`, `stopped` or `failed` (with the error). A sync that starts running
+    /// forgets the lag of the run before: it is unknown until measured.
     pub fn set_sync_state(&self, state: &str, error: Option<&str>) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "UPDATE sync SET state = ?1, error = ?2, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = 1",
+                "UPDATE sync SET state = ?1, error = ?2, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+                        behind_events = CASE WHEN ?1 = 'running' THEN NULL ELSE behind_events END,
+                        behind_bytes = CASE WHEN ?1 = 'running' THEN NULL ELSE behind_bytes END,
+                        lag_seconds = CASE WHEN ?1 = 'running' THEN NULL ELSE lag_seconds END
+                 WHERE id = 1",
                 params![state, error],
             )
         })?;
