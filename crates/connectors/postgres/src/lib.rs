@@ -19,9 +19,9 @@
 //!
 //! For the online sync the reader re-reads rows by key (`Reader::fetch_keys`: `key IN
 //! (...)` with the scan's filter and partition, decoded like a scan) and the writer
-//! applies a batch in one transaction (`Writer::apply`: multi-row
-//! `INSERT ... ON CONFLICT DO UPDATE` whose `WHERE` is the version guard, then deletes
-//! by key). Changes are captured either by triggers writing a change-log table that is
+//! applies a batch in one transaction (`Writer::apply`: deletes by key, then the rows
+//! through the staging table and `INSERT ... SELECT ... ON CONFLICT DO UPDATE` whose
+//! `WHERE` is the version guard). Changes are captured either by triggers writing a change-log table that is
 //! read as a queue ([`triggers`]) or by logical decoding through wal2json
 //! ([`wal2json`]).
 //!
