@@ -20,7 +20,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use pontoon_core::capture::{Capture, CaptureBatch, CaptureSpec, CaptureTable};
 use pontoon_core::convert::fit;
@@ -31,7 +31,7 @@ use crate::copy::fit_rows;
 use crate::plan::{Plan, TablePlan};
 use crate::retry::RetryPolicy;
 use crate::track::CopyTracker;
-use crate::verify::ChangeSampler;
+use crate::verify::{ChangeSampler, now_micros};
 
 /// How long an idle read waits for new changes.
 const IDLE_WAIT: Duration = Duration::from_millis(300);
@@ -440,10 +440,6 @@ async fn release(source: &mut SourceConns, upto: &Position) {
         tracing::warn!(error = %e, "could not release applied changes from the source's change log");
         source.capture = None;
     }
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
 /// Stores how far behind the source the target is: the age of the newest change

@@ -1086,7 +1086,8 @@ async fn wait_for_sync(ctx: &VerifyContext, read_at: i64) -> Result<()> {
     }
 }
 
-fn now_micros() -> i64 {
+/// The wall clock in microseconds since the epoch (the unit of commit times).
+pub(crate) fn now_micros() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 

@@ -21,9 +21,9 @@
 //! (...)` with the scan's filter and partition, decoded like a scan) and the writer
 //! applies a batch in one transaction (`Writer::apply`: deletes by key, then the rows
 //! through the staging table and `INSERT ... SELECT ... ON CONFLICT DO UPDATE` whose
-//! `WHERE` is the version guard). Changes are captured either by triggers writing a change-log table that is
-//! read as a queue ([`triggers`]) or by logical decoding through wal2json
-//! ([`wal2json`]).
+//! `WHERE` is the version guard). Changes are captured either by triggers writing a
+//! change-log table that is read as a queue ([`triggers`]) or by logical decoding
+//! through wal2json ([`wal2json`]).
 //!
 //! For `pontoon verify`, the reader computes a key range's row count and
 //! order-independent hash in the server (`Reader::checksum`, module `checksum`): one

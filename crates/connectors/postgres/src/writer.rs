@@ -132,9 +132,10 @@ async fn copy_payload(
 /// Copies the payload into a temporary staging table (dropped at commit) and merges
 /// it into the table by primary key with `INSERT ... SELECT ... ON CONFLICT (key)
 /// DO UPDATE`, the version guard (`version_column`) as the update's `WHERE`; returns
-/// the number of rows staged and the number the merge wrote. A key twice in one batch makes the merge fail (21000);
-/// only then is the cost of deduplicating paid, keeping the last copy of each key
-/// (`ctid DESC`: the staging table holds the rows in batch order).
+/// the number of rows staged and the number the merge wrote. A key twice in one
+/// batch makes the merge fail (21000); only then is the cost of deduplicating paid,
+/// keeping the last copy of each key (`ctid DESC`: the staging table holds the rows
+/// in batch order).
 async fn merge_staged(
     tx: &mut Transaction<'_>,
     schema: &TableSchema,
