@@ -23,7 +23,8 @@
 //! through the staging table and `INSERT ... SELECT ... ON CONFLICT DO UPDATE` whose
 //! `WHERE` is the version guard). Changes are captured either by triggers writing a
 //! change-log table that is read as a queue ([`triggers`]) or by logical decoding
-//! through wal2json ([`wal2json`]).
+//! through wal2json ([`wal2json`]), streamed over the replication protocol
+//! (`replication`).
 //!
 //! For `pontoon verify`, the reader computes a key range's row count and
 //! order-independent hash in the server (`Reader::checksum`, module `checksum`): one
@@ -41,6 +42,7 @@ pub mod encode;
 pub mod errors;
 pub mod numeric;
 mod reader;
+mod replication;
 mod session;
 pub mod sql;
 pub mod triggers;

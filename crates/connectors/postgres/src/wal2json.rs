@@ -1,14 +1,22 @@
 //! Native change capture for PostgreSQL: logical decoding through the wal2json
-//! output plugin (`format-version` 2), polled over an ordinary SQL connection.
+//! output plugin (`format-version` 2), streamed over the replication protocol
+//! ([`crate::replication`]).
 //!
 //! A logical replication slot `pontoon_<job>` keeps the WAL from the moment it was
-//! created. [`Capture::read`] *peeks* at it (`pg_logical_slot_peek_changes`, which
-//! decodes whole transactions and removes nothing) and [`Capture::release`] moves it
-//! forward (`pg_replication_slot_advance`). A position is the end LSN of a
-//! transaction's commit record: a read from position `p` skips every transaction
-//! whose commit ends at or before `p`, so after a crash (the slot may lie behind the
-//! checkpoint) the released part is not delivered twice, and a read from an earlier
-//! position delivers the same transactions again.
+//! created. The first [`Capture::read`] starts streaming the slot from the read's
+//! position; the server decodes each transaction once, as it commits, and keeps
+//! sending while the syncer applies, and each following read goes on where the last
+//! one ended (a read from any other position, e.g. a retry, starts a new stream).
+//! [`Capture::release`] confirms a position on the stream, which moves the slot
+//! (`pg_replication_slot_advance` when no stream is open). A position is the end LSN
+//! of a transaction's commit record: a read from position `p` skips every
+//! transaction whose commit ends at or before `p`, so after a crash (the slot may
+//! lie behind the checkpoint) the released part is not delivered twice, and a read
+//! from an earlier position delivers the same transactions again. A read returns
+//! whole transactions: after the transaction that reaches its event limit, or once
+//! the server has decoded the WAL flushed when the read began (it reports its
+//! position on request), or, with nothing to return, at the deadline. So a read
+//! that returns no events has seen everything committed before it began.
 //!
 //! Keys come from the key columns of the new row (`columns`) for inserts and updates,
 //! and from the old key (`identity`) for deletes and key-changing updates. They are
@@ -29,26 +37,29 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures_util::TryStreamExt;
 use pontoon_core::capture::{Backlog, Capture, CaptureBatch, CaptureTable, ChangeEvent, ChangeOp, DdlEvent};
 use pontoon_core::value::{MICROS_PER_DAY, parse_date, parse_time, parse_uuid};
 use pontoon_core::{ColumnType, Decimal, Error, ErrorKind, Position, Result, Value};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio_postgres::types::{PgLsn, ToSql};
+use tokio_postgres::types::PgLsn;
 use tokio_postgres::{Client, Config};
 
 use crate::PgConnector;
 use crate::errors::pg_error;
+use crate::replication::{self, WalStream};
 use crate::session::Session;
 use crate::sql::quote_ident;
 
-/// How often an idle read polls the slot.
-const POLL_INTERVAL: Duration = Duration::from_millis(75);
+/// How long a read waits for the rest of a transaction the stream is sending.
+const MID_TRANSACTION_WAIT: Duration = Duration::from_secs(120);
+/// How often a read that waits for the server to decode asks for its position.
+const PROBE_EVERY: Duration = Duration::from_millis(50);
+/// How long a read waits for the server to report a new position.
+const SILENT_SERVER_WAIT: Duration = Duration::from_secs(120);
 /// How long preflight lets a test slot wait for running transactions.
 const CHECK_SLOT_TIMEOUT: &str = "30s";
 /// How long preflight samples the WAL write rate.
@@ -57,12 +68,6 @@ const WAL_SAMPLE: Duration = Duration::from_millis(300);
 const MAX_STATEMENT_CHARS: usize = 2000;
 /// `command_tag` of the rows that hold table fingerprints (non-superuser mode).
 const FINGERPRINT_TAG: &str = "pontoon fingerprint";
-/// One poll: whole transactions from the slot's position until `$2` rows
-/// (`upto_nchanges`), in wal2json's format 2 with commit LSNs and times.
-const PEEK_SQL: &str = "SELECT data FROM pg_catalog.pg_logical_slot_peek_changes($1, NULL, $2, \
-     'format-version', '2', 'include-timestamp', '1', 'include-lsn', '1', 'include-xids', '1', \
-     'include-types', '0', 'add-tables', $3)";
-
 /// How many of the transaction ids `$1` (32-bit, recent) a new snapshot does not see
 /// yet. The full id takes the epoch of the snapshot's `xmax`, or the one before when
 /// the id is above `xmax`'s low half (it was assigned before the wraparound).
@@ -109,6 +114,10 @@ pub struct Wal2JsonCapture {
     job: String,
     session: Option<Session>,
     watch: Option<Watch>,
+    /// The open replication stream and the position the next read goes on from.
+    stream: Option<(WalStream, u64)>,
+    /// How many bytes of decoded changes may wait in memory for a read.
+    buffered: usize,
 }
 
 impl std::fmt::Debug for Wal2JsonCapture {
@@ -157,7 +166,22 @@ impl Wal2JsonCapture {
     /// job id that cannot name a replication slot (`[a-z0-9_]{1,40}`) is refused by
     /// the first call.
     pub fn new(connector: PgConnector, job: String) -> Wal2JsonCapture {
-        Wal2JsonCapture { config: connector.config, redacted: connector.redacted, job, session: None, watch: None }
+        Wal2JsonCapture {
+            config: connector.config,
+            redacted: connector.redacted,
+            job,
+            session: None,
+            watch: None,
+            stream: None,
+            buffered: replication::BUFFERED,
+        }
+    }
+
+    /// At most `bytes` of decoded changes wait in memory for a read (48 MB unless
+    /// set); then the server waits with decoding.
+    pub fn with_buffer(mut self, bytes: usize) -> Wal2JsonCapture {
+        self.buffered = bytes;
+        self
     }
 
     fn slot(&self) -> String {
@@ -308,6 +332,7 @@ impl Capture for Wal2JsonCapture {
     async fn preflight(&mut self, tables: &[CaptureTable], copy_seconds: u64) -> Result<()> {
         let job = self.job.clone();
         let slot = self.slot();
+        let (config, redacted) = (self.config.clone(), self.redacted.clone());
         let client = self.client().await?;
         let mut problems = Vec::new();
         let row = client
@@ -396,6 +421,14 @@ impl Capture for Wal2JsonCapture {
 
         // does wal2json load? a temporary slot says so, or a peek at the job's own slot
         if logical && may_replicate {
+            if let Err(e) = replication::check_login(&config, &redacted).await {
+                problems.push(format!(
+                    "the server refuses a replication connection, which streams the slot's changes: {} (allow \
+                     it in pg_hba.conf for this database and user, and keep a WAL sender free: setting \
+                     max_wal_senders)",
+                    e.message()
+                ));
+            }
             if slot_ok.is_none() && used_slots < max_slots {
                 if let Some(p) = check_plugin_with_temporary_slot(client, &check_slot_name(&job)).await? {
                     problems.push(p);
@@ -556,76 +589,136 @@ impl Capture for Wal2JsonCapture {
         let Position::PgLsn { lsn: from_lsn } = *from else {
             return Err(Error::internal(format!("a PostgreSQL slot cannot read from position {from}")));
         };
-        let slot = self.slot();
         let deadline = Instant::now() + wait;
-        let max_events = max_events.max(1);
-        // The server decodes the whole peek before the first row comes back, so the
-        // limit is what one batch needs: it stops after the transaction in which it
-        // is reached (B and C rows count too, so batches of one-row transactions hold
-        // about a third of `max_events`)
-        let mut limit = i32::try_from(max_events).unwrap_or(i32::MAX / 2);
+        let slot = self.slot();
         self.client().await?;
         let (Some(session), Some(watch)) = (&self.session, &self.watch) else {
             return Err(Error::internal("change capture read before start"));
         };
         let client = &session.client;
-        let what = format!("reading changes from replication slot {slot}");
-        loop {
-            if let DdlWatch::Fingerprints(baseline) = &watch.ddl
-                && let Some(ddl) = changed_table(client, watch, baseline, from).await?
-            {
-                return Ok(CaptureBatch {
-                    events: Vec::new(),
-                    position: from.clone(),
-                    ddl: Some(ddl),
-                    committed_at_micros: None,
-                });
-            }
-            let params: [&(dyn ToSql + Sync); 3] = [&slot, &limit, &watch.add_tables];
-            let stream = client.query_raw(PEEK_SQL, params).await.map_err(pg_err(&what))?;
-            let mut stream = pin!(stream);
-            let mut assembler = Assembler::new(watch, from_lsn, max_events);
-            let mut rows = 0usize;
-            while let Some(row) = stream.try_next().await.map_err(pg_err(&what))? {
-                rows += 1;
-                assembler.push(row.get::<_, &str>(0)).map_err(|e| with_slot(e, &slot))?;
-                if assembler.done {
-                    break;
-                }
-            }
-            let full = rows >= limit as usize;
-            let got = assembler.finish();
-            wait_visible(client, &got.xids).await.map_err(|e| with_slot(e, &slot))?;
-            let batch = CaptureBatch {
-                events: got.events,
-                position: Position::PgLsn { lsn: got.position },
-                ddl: got.ddl,
-                committed_at_micros: got.committed_at_micros,
-            };
-            if !batch.events.is_empty() || batch.ddl.is_some() {
-                return Ok(batch);
-            }
-            if full {
-                if got.position > from_lsn {
-                    return Ok(batch);
-                }
-                // a whole peek of transactions at or before `from` (the slot lies behind
-                // the checkpoint): look further
-                limit = limit.saturating_mul(2);
-                continue;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(batch);
-            }
-            tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
+        if let DdlWatch::Fingerprints(baseline) = &watch.ddl
+            && let Some(ddl) = changed_table(client, watch, baseline, from).await?
+        {
+            return Ok(CaptureBatch {
+                events: Vec::new(),
+                position: from.clone(),
+                ddl: Some(ddl),
+                committed_at_micros: None,
+            });
         }
+        // a stream goes on from where the last read ended; a read from elsewhere
+        // (a retry, a restart) starts a new one
+        let mut stream = match self.stream.take() {
+            Some((stream, at)) if at == from_lsn => stream,
+            old => {
+                if let Some((stream, _)) = old {
+                    stream.close().await;
+                }
+                let options = [
+                    ("format-version", "2"),
+                    ("include-timestamp", "1"),
+                    ("include-lsn", "1"),
+                    ("include-xids", "1"),
+                    ("include-types", "0"),
+                    ("add-tables", watch.add_tables.as_str()),
+                ];
+                WalStream::start(&self.config, &self.redacted, &slot, from_lsn, &options, self.buffered).await?
+            }
+        };
+        // a read that returns nothing must have seen everything committed before
+        // it started: the server has decoded up to the WAL flushed then. (Not "it
+        // reported the same position twice": while it replays a large transaction
+        // at its commit, or waits for the CPU, its position stands still.)
+        let row = client
+            .query_one("SELECT pg_catalog.pg_current_wal_flush_lsn()", &[])
+            .await
+            .map_err(pg_err("reading the WAL position"))?;
+        let flushed = u64::from(row.get::<_, PgLsn>(0));
+        let mut probed = Instant::now();
+        stream.probe();
+        let mut report = (stream.sent(), Instant::now());
+        let mut last_message = Instant::now();
+        let mut assembler = Assembler::new(watch, from_lsn, max_events);
+        while !assembler.done {
+            let now = Instant::now();
+            let sent = stream.sent();
+            if sent != report.0 {
+                report = (sent, now);
+            }
+            let caught_up = sent >= flushed;
+            // whole transactions only, up to the event limit or everything committed
+            // before the read began, whichever comes first; nothing yet: wait
+            let until = if assembler.in_transaction() {
+                last_message + MID_TRANSACTION_WAIT
+            } else if caught_up {
+                if assembler.out.events.is_empty() { deadline } else { now }
+            } else {
+                if now.duration_since(probed) >= PROBE_EVERY {
+                    stream.probe();
+                    probed = now;
+                }
+                now + PROBE_EVERY
+            };
+            match stream.next(until).await.map_err(|e| with_slot(e, &slot))? {
+                Some(message) => {
+                    last_message = Instant::now();
+                    let text = std::str::from_utf8(&message).map_err(|_| {
+                        Error::internal(format!(
+                            "wal2json sent a message that is not UTF-8 from replication slot {slot}"
+                        ))
+                    })?;
+                    assembler.push(text).map_err(|e| with_slot(e, &slot))?;
+                }
+                None if assembler.in_transaction() => {
+                    if last_message.elapsed() >= MID_TRANSACTION_WAIT {
+                        return Err(Error::new(
+                            ErrorKind::Transient,
+                            format!(
+                                "replication slot {slot} sent nothing for {} s in the middle of a transaction",
+                                MID_TRANSACTION_WAIT.as_secs()
+                            ),
+                        ));
+                    }
+                }
+                None if caught_up && (!assembler.out.events.is_empty() || Instant::now() >= deadline) => break,
+                None => {
+                    if !caught_up && report.1.elapsed() >= SILENT_SERVER_WAIT {
+                        return Err(Error::new(
+                            ErrorKind::Transient,
+                            format!(
+                                "replication slot {slot} has not reported its position for {} s (it is at {}, the \
+                                 WAL was flushed up to {})",
+                                SILENT_SERVER_WAIT.as_secs(),
+                                Position::PgLsn { lsn: stream.sent() },
+                                Position::PgLsn { lsn: flushed }
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        let got = assembler.finish();
+        wait_visible(client, &got.xids).await.map_err(|e| with_slot(e, &slot))?;
+        // after a DDL the stream has gone past the batch's position
+        if got.ddl.is_none() {
+            self.stream = Some((stream, got.position));
+        }
+        Ok(CaptureBatch {
+            events: got.events,
+            position: Position::PgLsn { lsn: got.position },
+            ddl: got.ddl,
+            committed_at_micros: got.committed_at_micros,
+        })
     }
 
     async fn release(&mut self, upto: &Position) -> Result<()> {
         let Position::PgLsn { lsn } = *upto else {
             return Err(Error::internal(format!("a PostgreSQL slot cannot release up to position {upto}")));
         };
+        if let Some((stream, _)) = &self.stream {
+            stream.confirm(lsn);
+            return Ok(());
+        }
         let slot = self.slot();
         let client = self.client().await?;
         let row = client
@@ -669,6 +762,9 @@ impl Capture for Wal2JsonCapture {
         let job = self.job.clone();
         let slot = self.slot();
         self.watch = None;
+        if let Some((stream, _)) = self.stream.take() {
+            stream.close().await;
+        }
         let client = self.client().await?;
         let mut removed = Vec::new();
         if drop_slot(client, &slot).await? {
@@ -1208,6 +1304,10 @@ impl<'w> Assembler<'w> {
 
     /// The batch; an unfinished transaction (never: peeks return whole
     /// transactions) is left out.
+    fn in_transaction(&self) -> bool {
+        self.txn.is_some()
+    }
+
     fn finish(self) -> Assembled {
         self.out
     }

@@ -284,6 +284,7 @@ async fn a_restarted_capture_reuses_its_slot_and_delivers_again() {
 
     // from the checkpoint P1 the slot lies behind: what P1 covers is skipped, also
     // when a poll holds nothing but skipped transactions (batches of one event)
+    drop(second); // a crash while streaming: its WAL sender ends and frees the slot
     let mut third = capture(&db);
     third.preflight(&t, 1).await.expect("preflight passes with the job's slot in place");
     third.start(&t).await.unwrap();
@@ -305,11 +306,20 @@ async fn release_forgets_what_was_applied() {
     let got = read_until(&mut cap, &p0, 1000, at_least(1)).await;
     let p1 = got.position.clone();
     cap.release(&p1).await.unwrap();
-    let confirmed = db.sql(&format!(
-        "SELECT confirmed_flush_lsn - '0/0' FROM pg_replication_slots WHERE slot_name = '{}'",
-        slot_of(&db)
-    ));
-    assert_eq!(confirmed.parse::<u64>().unwrap(), lsn(&p1), "the slot moved to the released position");
+    // the stream confirms in the background: the server takes it a moment later
+    let confirmed = || {
+        db.sql(&format!(
+            "SELECT confirmed_flush_lsn - '0/0' FROM pg_replication_slots WHERE slot_name = '{}'",
+            slot_of(&db)
+        ))
+        .parse::<u64>()
+        .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while confirmed() < lsn(&p1) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(confirmed(), lsn(&p1), "the slot moved to the released position");
     cap.release(&p0).await.expect("releasing an older position is a no-op");
 
     let idle = cap.read(&p1, 1000, Duration::from_millis(200)).await.unwrap();
@@ -491,7 +501,9 @@ async fn an_idle_read_waits_and_wakes_on_a_commit() {
     let idle = cap.read(&p0, 100, Duration::from_millis(400)).await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(380), "returned after {:?}", started.elapsed());
     assert!(idle.events.is_empty() && idle.ddl.is_none());
-    assert_eq!(idle.position, p0);
+    // it may move over a transaction that changed no captured table (the server's
+    // own bookkeeping in this database, now and then)
+    assert!(lsn(&idle.position) >= lsn(&p0));
 
     let url_db = &db;
     std::thread::scope(|s| {
@@ -662,6 +674,7 @@ async fn without_superuser_column_changes_are_seen_by_fingerprint() {
     assert_eq!(batch.position, got.position);
 
     // a restarted capture still notices it (the fingerprint is stored)
+    drop(cap);
     let mut restarted = Wal2JsonCapture::new(connector(&url), job_of(&db));
     restarted.start(&t).await.unwrap();
     let batch = restarted.read(&got.position, 1000, Duration::from_millis(200)).await.unwrap();
@@ -815,4 +828,111 @@ async fn a_change_read_from_the_slot_is_seen_by_an_immediate_reread() {
         stale.len(),
         &stale[..stale.len().min(10)]
     );
+}
+
+/// The backend holding the job's slot (the stream's WAL sender), if any.
+fn slot_holder(db: &TestDb) -> String {
+    db.sql(&format!("SELECT active_pid FROM pg_replication_slots WHERE slot_name = '{}'", slot_of(db)))
+}
+
+/// Reads go on over one replication stream, which keeps confirming to the server
+/// while nobody reads: here the server gives up on a silent client after two
+/// seconds (`wal_sender_timeout`), and the stream holds more than fits in its
+/// buffer (1 MB here) while the test sleeps for five.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_stream_serves_every_read_and_outlives_a_busy_reader() {
+    let db = pg_db();
+    let _slot = SlotGuard(&db);
+    db.server().admin_sql(&format!("ALTER DATABASE \"{}\" SET wal_sender_timeout = '2s'", db.name));
+    setup_orders_and_lines(&db);
+    let t = tables(&db, &["orders"]).await;
+    let mut cap = capture(&db).with_buffer(1 << 20);
+    let p0 = cap.start(&t).await.unwrap();
+    let idle = cap.read(&p0, 1000, Duration::from_millis(50)).await.unwrap();
+    assert!(idle.events.is_empty());
+    let holder = slot_holder(&db);
+    assert!(!holder.is_empty(), "the read opened a stream");
+
+    // about 40 MB of wal2json text in 100 transactions
+    db.sql(
+        "DO $$ BEGIN FOR i IN 0..99 LOOP \
+           INSERT INTO orders SELECT g, repeat('x', 300) FROM generate_series(i * 1000 + 1, i * 1000 + 1000) g; \
+           COMMIT; END LOOP; END $$",
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(slot_holder(&db), holder, "the server kept the stream while nobody read");
+
+    let mut position = idle.position;
+    let mut ids = Vec::new();
+    let started = Instant::now();
+    while ids.len() < 100_000 {
+        assert!(started.elapsed() < Duration::from_secs(60), "only {} keys after a minute", ids.len());
+        let batch = cap.read(&position, 5000, Duration::from_millis(500)).await.unwrap();
+        assert!(batch.events.len() <= 5000 + 1000, "a batch ends after the transaction that fills it");
+        ids.extend(batch.events.iter().map(|e| e.key.clone()));
+        position = batch.position;
+        cap.release(&position).await.unwrap();
+    }
+    let expected: Vec<Vec<Value>> = (1..=100_000).map(|i| vec![int(i)]).collect();
+    assert!(ids == expected, "every insert once, in commit order");
+    assert_eq!(slot_holder(&db), holder, "every read went on over the same stream");
+    cap.cleanup().await.unwrap();
+    assert_eq!(slot_rows(&db), "", "cleanup ended the stream and dropped the slot");
+}
+
+/// Streaming needs a replication connection; preflight tries one and says why it is
+/// refused (here: no WAL sender may run at all).
+#[tokio::test]
+async fn preflight_refuses_when_no_replication_connection_is_allowed() {
+    let server = PgServer::start_private();
+    server.info().admin_sql("ALTER SYSTEM SET max_wal_senders = 0");
+    server.stop();
+    server.start();
+    let db = server.create_db();
+    db.sql("CREATE TABLE good (id int PRIMARY KEY)");
+    let t = tables(&db, &["good"]).await;
+    let err = capture(&db).preflight(&t, 1).await.expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    let message = err.to_string();
+    let lines: Vec<&str> = message.lines().filter(|l| l.starts_with("- ")).collect();
+    assert_eq!(lines.len(), 1, "{message}");
+    assert!(lines[0].contains("replication connection") && lines[0].contains("max_wal_senders"), "{message}");
+}
+
+/// A read that returns no events has seen every change committed before it began,
+/// even while the server is still decoding a large transaction on a table that is
+/// not captured: the sync's "caught up" and the drain's end rest on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_read_means_the_server_has_decoded_everything_committed_before_it() {
+    let db = pg_db();
+    let _slot = SlotGuard(&db);
+    setup_orders_and_lines(&db);
+    db.sql("CREATE TABLE other (id bigint PRIMARY KEY, note text)");
+    let t = tables(&db, &["orders"]).await;
+    let mut cap = capture(&db);
+    let p0 = cap.start(&t).await.unwrap();
+    let idle = cap.read(&p0, 1000, Duration::from_millis(50)).await.unwrap();
+    assert!(idle.events.is_empty());
+
+    // about a second of decoding for the server, then the change that counts
+    db.sql("INSERT INTO other SELECT g, repeat('x', 200) FROM generate_series(1, 300000) g");
+    db.sql("INSERT INTO orders VALUES (1, 'after the bulk load')");
+    let mut position = idle.position;
+    let mut events = Vec::new();
+    let started = Instant::now();
+    loop {
+        let batch = cap.read(&position, 1000, Duration::from_millis(1)).await.unwrap();
+        position = batch.position;
+        if batch.events.is_empty() {
+            break;
+        }
+        events.extend(batch.events);
+        assert!(started.elapsed() < Duration::from_secs(60), "no end after a minute");
+    }
+    assert_eq!(
+        events,
+        [ev("orders", vec![int(1)], ChangeOp::Insert)],
+        "a read came back empty before the change committed ahead of it"
+    );
+    cap.cleanup().await.unwrap();
 }
