@@ -58,6 +58,9 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const SILENCE_LIMIT: Duration = Duration::from_secs(20);
 /// Once a batch holds events, how long to wait for more before returning it.
 const LINGER: Duration = Duration::from_millis(5);
+/// How long a read with nothing to return waits for the stream to reach the binlog's
+/// end as it was when the read began.
+const BEHIND_LIMIT: Duration = Duration::from_secs(120);
 
 /// Binlog event type codes (`log_event.h`); MariaDB's own start at 160.
 mod kind {
@@ -230,7 +233,18 @@ impl Capture for BinlogCapture {
             let at = Pos { file: Arc::from(file.as_str()), offset: *offset };
             self.live = Some(self.open(at, captured).await?);
         }
-        let deadline = Instant::now() + wait;
+        // A read that returns nothing must have seen everything committed before it
+        // began: the stream has passed the binlog's end as it was then. (Nothing
+        // arriving within the wait proves nothing: the dump thread may be busy with
+        // another database's large transaction, or waiting for the CPU.)
+        let end = {
+            let mut conn = self.control().await?;
+            let result = master_status(&mut conn).await;
+            self.keep(conn, &result);
+            result?.position()
+        };
+        let started = Instant::now();
+        let deadline = started + wait;
         let mut events = Vec::new();
         let mut committed_at = None;
         let mut first = true;
@@ -239,16 +253,33 @@ impl Capture for BinlogCapture {
                 return Err(Error::internal("MariaDB binlog capture lost its stream"));
             };
             let now = Instant::now();
-            if !first && now >= deadline {
+            if !first && now >= deadline && (!events.is_empty() || live.reached(&end)) {
                 break;
             }
             first = false;
             let left = deadline.saturating_duration_since(now);
             // with events in hand and no transaction half read, only wait for what is
-            // already arriving
-            let limit = if events.is_empty() || live.group.is_some() { left } else { LINGER.min(left) };
+            // already arriving; with nothing and the binlog's end not reached, for the
+            // next event however long the wait was
+            let limit = if !events.is_empty() && live.group.is_none() {
+                LINGER.min(left)
+            } else if events.is_empty() && !live.reached(&end) {
+                left.max(HEARTBEAT)
+            } else {
+                left
+            };
             let event = match tokio::time::timeout(limit, live.stream.next()).await {
-                Err(_) if live.last_heard.elapsed() <= SILENCE_LIMIT => break,
+                Err(_) if !events.is_empty() || live.reached(&end) => break,
+                Err(_) if started.elapsed() > BEHIND_LIMIT => Err(Error::new(
+                    ErrorKind::Transient,
+                    format!(
+                        "the MariaDB binlog stream is at {} after {} seconds, short of {end}, the binlog's end \
+                         when the read began",
+                        live.here(),
+                        BEHIND_LIMIT.as_secs()
+                    ),
+                )),
+                Err(_) if live.last_heard.elapsed() <= SILENCE_LIMIT => continue,
                 Err(_) => Err(Error::new(
                     ErrorKind::Transient,
                     format!(
@@ -791,6 +822,11 @@ impl Live {
 
     fn here(&self) -> Pos {
         Pos { file: self.file.clone(), offset: self.offset }
+    }
+
+    /// Whether the stream has read up to `end` (or past it).
+    fn reached(&self, end: &Position) -> bool {
+        self.here().position().compare(end).is_some_and(|o| o.is_ge())
     }
 
     fn open_group(&mut self, group: Group) {

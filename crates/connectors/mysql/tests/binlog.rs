@@ -509,6 +509,37 @@ async fn a_large_transaction_arrives_whole_in_one_batch() {
 }
 
 #[tokio::test]
+async fn an_empty_read_means_the_stream_has_passed_everything_committed_before_it() {
+    let db = mysql_db();
+    db.sql("CREATE TABLE orders (id int PRIMARY KEY, note varchar(40))");
+    db.sql("CREATE TABLE other (id int PRIMARY KEY, pad varchar(200))");
+    let t = tables(&db, &["orders"]).await;
+    let mut cap = native(&db);
+    let p0 = cap.start(&t).await.unwrap();
+    // tens of megabytes of another table's rows for the dump thread to send first,
+    // then the change that counts
+    db.sql("INSERT INTO other SELECT seq, REPEAT('x', 200) FROM seq_1_to_300000");
+    db.sql("INSERT INTO orders VALUES (1, 'after the bulk load')");
+    let mut at = p0;
+    let mut got = Vec::new();
+    let started = Instant::now();
+    loop {
+        let batch = cap.read(&at, 1000, Duration::from_millis(1)).await.unwrap();
+        at.advance_to(batch.position).unwrap();
+        if batch.events.is_empty() {
+            break;
+        }
+        got.extend(batch.events);
+        assert!(started.elapsed() < Duration::from_secs(60), "no end after a minute");
+    }
+    assert_eq!(
+        got,
+        [ev("orders", vec![int(1)], ChangeOp::Insert)],
+        "a read came back empty before the change committed ahead of it"
+    );
+}
+
+#[tokio::test]
 async fn preflight_refuses_tables_without_a_usable_key() {
     let db = mysql_db();
     db.sql(
