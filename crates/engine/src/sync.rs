@@ -117,13 +117,11 @@ pub fn capture_tables(plan: &Plan) -> Vec<CaptureTable> {
 }
 
 /// Runs the sync from the checkpointed position until stopped (or caught up): each
-/// batch is read and re-read ([`Reading::prepare`]), then written and checkpointed
+/// batch is read and re-read ([`prepare`]), then written and checkpointed
 /// ([`write_batch`]).
 pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
     let tables: HashMap<&str, &TablePlan> = ctx.plan.tables.iter().map(|t| (t.scan.table.as_str(), t)).collect();
     let capture_tables = capture_tables(&ctx.plan);
-    let limits = ctx.target.limits();
-    let reading = Reading { ctx, tables: &tables, capture_tables: &capture_tables, limits: &limits, until: &until };
     let mut source = SourceConns::default();
     let mut writer: Option<Box<dyn Writer>> = None;
     let mut last_lag = Instant::now() - LAG_EVERY;
@@ -134,7 +132,10 @@ pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
         if stopped() {
             return Ok(SyncReport { events: events_total, batches: batches_total, position: from.to_string() });
         }
-        let Some(prepared) = reading.prepare(&mut source, &from).await? else {
+        // the sync may end if this batch is empty: a drain was requested and the copy
+        // was done before the batch was read
+        let may_end = until.drain_requested() && ctx.progress.copy_done.load(Ordering::Relaxed);
+        let Some(prepared) = prepare(ctx, &mut source, &tables, &capture_tables, &from).await? else {
             // stopped while waiting for the copy: nothing of this batch was written
             continue;
         };
@@ -194,7 +195,7 @@ pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
             measure_lag(ctx, &mut source, &prepared, caught_up).await;
             last_lag = Instant::now();
         }
-        if prepared.may_end && caught_up {
+        if may_end && caught_up {
             return Ok(SyncReport {
                 events: events_total,
                 batches: batches_total,
@@ -243,9 +244,6 @@ impl SourceConns {
 /// A batch read from the capture with its rows re-read and fitted, ready to write.
 struct Prepared<'p> {
     batch: CaptureBatch,
-    /// The sync may end if this batch is empty: a drain was requested and the copy
-    /// was done before the batch was read.
-    may_end: bool,
     /// When the read began (microseconds since the epoch).
     read_at_micros: i64,
     read_ms: u64,
@@ -263,54 +261,47 @@ struct PreparedTable<'p> {
     deletes: Vec<Vec<Value>>,
 }
 
-/// What the first stage needs besides the source connections.
-struct Reading<'a, 'p> {
-    ctx: &'a SyncContext,
-    tables: &'a HashMap<&'p str, &'p TablePlan>,
-    capture_tables: &'a [CaptureTable],
-    limits: &'a Limits,
-    until: &'a Until,
-}
-
-impl<'p> Reading<'_, 'p> {
-    /// Reads the batch after `from`, waits per table until the copy allows applying
-    /// it (rule 3), re-reads the current source rows of its distinct keys through the
-    /// mapping and filter (rule 2) and fits them to the target. `None`: a stop
-    /// request came while waiting for the copy.
-    async fn prepare(&self, source: &mut SourceConns, from: &Position) -> Result<Option<Prepared<'p>>> {
-        let ctx = self.ctx;
-        let may_end = self.until.drain_requested() && ctx.progress.copy_done.load(Ordering::Relaxed);
-        let read_started = Instant::now();
-        let read_at_micros = now_micros();
-        let batch = read_batch(ctx, source, self.capture_tables, from).await?;
-        let read_ms = read_started.elapsed().as_millis() as u64;
-        let fetch_started = Instant::now();
-        // distinct keys per table, in first-seen order
-        let mut by_table: Vec<(&'p TablePlan, Vec<Vec<Value>>)> = Vec::new();
-        let mut seen: HashMap<&str, HashSet<&[Value]>> = HashMap::new();
-        for e in &batch.events {
-            let Some(&tp) = self.tables.get(e.table.as_str()) else { continue };
-            if seen.entry(tp.scan.table.as_str()).or_default().insert(&e.key) {
-                match by_table.iter_mut().find(|(t, _)| std::ptr::eq(*t, tp)) {
-                    Some((_, keys)) => keys.push(e.key.clone()),
-                    None => by_table.push((tp, vec![e.key.clone()])),
-                }
+/// Reads the batch after `from`, waits per table until the copy allows applying it
+/// (rule 3), re-reads the current source rows of its distinct keys through the
+/// mapping and filter (rule 2) and fits them to the target. `None`: a stop request
+/// came while waiting for the copy.
+async fn prepare<'p>(
+    ctx: &SyncContext,
+    source: &mut SourceConns,
+    tables: &HashMap<&'p str, &'p TablePlan>,
+    capture_tables: &[CaptureTable],
+    from: &Position,
+) -> Result<Option<Prepared<'p>>> {
+    let read_started = Instant::now();
+    let read_at_micros = now_micros();
+    let batch = read_batch(ctx, source, capture_tables, from).await?;
+    let read_ms = read_started.elapsed().as_millis() as u64;
+    let fetch_started = Instant::now();
+    // distinct keys per table, in first-seen order
+    let mut by_table: Vec<(&'p TablePlan, Vec<Vec<Value>>)> = Vec::new();
+    let mut seen: HashMap<&str, HashSet<&[Value]>> = HashMap::new();
+    for e in &batch.events {
+        let Some(&tp) = tables.get(e.table.as_str()) else { continue };
+        if seen.entry(tp.scan.table.as_str()).or_default().insert(&e.key) {
+            match by_table.iter_mut().find(|(t, _)| std::ptr::eq(*t, tp)) {
+                Some((_, keys)) => keys.push(e.key.clone()),
+                None => by_table.push((tp, vec![e.key.clone()])),
             }
         }
-        let mut tables = Vec::with_capacity(by_table.len());
-        for (tp, keys) in by_table {
-            let name = tp.scan.table.as_str();
-            let stopped = || ctx.stop.load(Ordering::Relaxed);
-            let Some(write) = ctx.tracker.wait_applicable(name, &stopped).await? else {
-                return Ok(None);
-            };
-            let (rows, deletes) =
-                reread(ctx, source, tp, &write, self.limits, &keys).await.map_err(|e| e.in_table(name))?;
-            tables.push(PreparedTable { tp, write, keys, rows, deletes });
-        }
-        let fetch_ms = fetch_started.elapsed().as_millis() as u64;
-        Ok(Some(Prepared { batch, may_end, read_at_micros, read_ms, fetch_ms, tables }))
     }
+    let limits = ctx.target.limits();
+    let mut prepared = Vec::with_capacity(by_table.len());
+    for (tp, keys) in by_table {
+        let name = tp.scan.table.as_str();
+        let stopped = || ctx.stop.load(Ordering::Relaxed);
+        let Some(write) = ctx.tracker.wait_applicable(name, &stopped).await? else {
+            return Ok(None);
+        };
+        let (rows, deletes) = reread(ctx, source, tp, &write, &limits, &keys).await.map_err(|e| e.in_table(name))?;
+        prepared.push(PreparedTable { tp, write, keys, rows, deletes });
+    }
+    let fetch_ms = fetch_started.elapsed().as_millis() as u64;
+    Ok(Some(Prepared { batch, read_at_micros, read_ms, fetch_ms, tables: prepared }))
 }
 
 async fn read_batch(
