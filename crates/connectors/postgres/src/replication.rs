@@ -264,10 +264,12 @@ async fn pump(
     let mut sent: Option<u64> = None;
     loop {
         if chunk.is_empty() && sent.is_none() {
-            while let Some((tag, mut body)) = conn.try_frame() {
+            while let Some((tag, body)) = conn.try_frame() {
                 match (tag, body.first()) {
                     // XLogData: start, end, send time, then the plugin's message
-                    (b'd', Some(b'w')) if body.len() >= 25 => chunk.push(body.split_off(25).freeze()),
+                    // (copied out: a message holding on to the input buffer would
+                    // make every read allocate, and fault in, a fresh one)
+                    (b'd', Some(b'w')) if body.len() >= 25 => chunk.push(Bytes::copy_from_slice(&body[25..])),
                     // keepalive: the server's position (the end of the WAL it has
                     // decoded), send time, reply requested
                     (b'd', Some(b'k')) if body.len() >= 18 => {
