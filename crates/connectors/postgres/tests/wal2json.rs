@@ -324,7 +324,9 @@ async fn release_forgets_what_was_applied() {
 
     let idle = cap.read(&p1, 1000, Duration::from_millis(200)).await.unwrap();
     assert!(idle.events.is_empty());
-    assert_eq!(idle.position, p1);
+    // past p1 only over a transaction of no captured table (autovacuum's ANALYZE of
+    // this database, say)
+    assert!(lsn(&idle.position) >= lsn(&p1), "the idle read went back to {} from {p1}", idle.position);
 
     db.sql("INSERT INTO orders SELECT g, repeat('x', 100) FROM generate_series(2, 1001) g;");
     let written = db.sql(&format!("SELECT pg_current_wal_lsn() - '{}'", pg_lsn_text(&p1)));
