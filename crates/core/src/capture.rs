@@ -108,7 +108,8 @@ pub struct Backlog {
 ///
 /// Calls are sequential: `read`, then (after the target commit) `release` of
 /// that batch's position, then `read` again; after a restart, `start` and then
-/// `read` from the last checkpointed position.
+/// `read` from the last checkpointed position. A capture whose [`Capture::reads_ahead`]
+/// is true may also be read from a batch's position before that batch is released.
 #[async_trait]
 pub trait Capture: Send {
     /// Checks that the server allows this capture for these tables: settings,
@@ -131,6 +132,15 @@ pub trait Capture: Send {
 
     /// Changes up to `upto` are applied and checkpointed: the source may drop them.
     async fn release(&mut self, upto: &Position) -> Result<()>;
+
+    /// Whether the syncer may read the next batch while it writes one: a read from
+    /// a position not yet released returns what a read after the release would.
+    /// True where a position is a place in a log the server keeps (WAL, binlog);
+    /// false for a change-log table read as a queue, whose release deletes rows a
+    /// read-ahead may have returned (lost if the process dies before they are written).
+    fn reads_ahead(&self) -> bool {
+        false
+    }
 
     /// How much is waiting after `from` (for the lag shown to the operator).
     async fn backlog(&mut self, _from: &Position) -> Result<Backlog> {

@@ -118,7 +118,9 @@ pub fn capture_tables(plan: &Plan) -> Vec<CaptureTable> {
 
 /// Runs the sync from the checkpointed position until stopped (or caught up): each
 /// batch is read and re-read ([`prepare`]), then written and checkpointed
-/// ([`write_batch`]).
+/// ([`write_batch`]). Where the capture allows it ([`Capture::reads_ahead`]), the
+/// next batch is prepared while one is written: its re-read still starts after the
+/// previous one's, and batches are still written and checkpointed in order.
 pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
     let tables: HashMap<&str, &TablePlan> = ctx.plan.tables.iter().map(|t| (t.scan.table.as_str(), t)).collect();
     let capture_tables = capture_tables(&ctx.plan);
@@ -127,22 +129,41 @@ pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
     let mut last_lag = Instant::now() - LAG_EVERY;
     let (mut events_total, mut batches_total) = (0u64, 0u64);
     let stopped = || ctx.stop.load(Ordering::Relaxed);
+    // a batch may end the sync if it is empty: a drain was requested and the copy
+    // was done before the batch was read
+    let drain_may_end = || until.drain_requested() && ctx.progress.copy_done.load(Ordering::Relaxed);
+    // the batch read ahead: where it was read from, whether it may end the sync
+    let mut ahead: Option<(Position, bool, Result<Option<Prepared>>)> = None;
     loop {
         let from = current_position(&ctx.state)?;
         if stopped() {
             return Ok(SyncReport { events: events_total, batches: batches_total, position: from.to_string() });
         }
-        // the sync may end if this batch is empty: a drain was requested and the copy
-        // was done before the batch was read
-        let may_end = until.drain_requested() && ctx.progress.copy_done.load(Ordering::Relaxed);
-        let Some(prepared) = prepare(ctx, &mut source, &tables, &capture_tables, &from).await? else {
+        let (may_end, prepared) = match ahead.take() {
+            Some((at, may_end, prepared)) if at == from => (may_end, prepared?),
+            _ => (drain_may_end(), prepare(ctx, &mut source, &tables, &capture_tables, &from).await?),
+        };
+        let Some(prepared) = prepared else {
             // stopped while waiting for the copy: nothing of this batch was written
             continue;
         };
         let batch = &prepared.batch;
-        let started = Instant::now();
-        write_batch(ctx, &mut writer, &prepared).await?;
-        let write_ms = started.elapsed().as_millis() as u64;
+        let write = async {
+            let started = Instant::now();
+            write_batch(ctx, &mut writer, &prepared).await.map(|()| started.elapsed().as_millis() as u64)
+        };
+        let read_ahead = !batch.events.is_empty()
+            && batch.ddl.is_none()
+            && source.capture.as_deref().is_some_and(|c| c.reads_ahead());
+        let write_ms = if read_ahead {
+            let next = batch.position.clone();
+            let next_may_end = drain_may_end();
+            let (written, read) = tokio::join!(write, prepare(ctx, &mut source, &tables, &capture_tables, &next));
+            ahead = Some((next, next_may_end, read));
+            written?
+        } else {
+            write.await?
+        };
         let keys = prepared.tables.iter().map(|t| t.keys.len() as u64).sum();
         if batch.position != from || !batch.events.is_empty() {
             ctx.state.checkpoint_sync(

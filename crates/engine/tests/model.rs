@@ -375,6 +375,9 @@ fn in_range(range: &KeyRange) -> Result<impl Fn(i64) -> bool + use<>> {
 struct FakeConnector {
     db: Arc<Db>,
     chaos: Arc<Chaos>,
+    /// What the capture says to [`Capture::reads_ahead`] (its log is positional either
+    /// way: a sequence assigned in the write's atomic step, kept until released).
+    reads_ahead: bool,
 }
 
 impl fmt::Debug for FakeConnector {
@@ -689,6 +692,10 @@ impl Capture for FakeConnector {
         .await
     }
 
+    fn reads_ahead(&self) -> bool {
+        self.reads_ahead
+    }
+
     async fn cleanup(&mut self) -> Result<Vec<String>> {
         self.commit("cleanup", |st| {
             st.capturing = false;
@@ -765,6 +772,7 @@ struct World {
     source: Arc<Db>,
     target: Arc<Db>,
     job: String,
+    reads_ahead: bool,
 }
 
 impl World {
@@ -792,11 +800,13 @@ impl World {
             source: Arc::new(source),
             target: Arc::new(Db::new()),
             job,
+            // half the cases prepare the next batch while writing one
+            reads_ahead: seed % 2 == 1,
         }
     }
 
     fn connector(&self, db: &Arc<Db>) -> Arc<dyn Connector> {
-        Arc::new(FakeConnector { db: db.clone(), chaos: self.chaos.clone() })
+        Arc::new(FakeConnector { db: db.clone(), chaos: self.chaos.clone(), reads_ahead: self.reads_ahead })
     }
 
     /// What the target must hold: each source table through the job's mapping.

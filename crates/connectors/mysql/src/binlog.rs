@@ -336,6 +336,10 @@ impl Capture for BinlogCapture {
         Ok(CaptureBatch { events, position, ddl: None, committed_at_micros: committed_at })
     }
 
+    fn reads_ahead(&self) -> bool {
+        true
+    }
+
     async fn release(&mut self, upto: &Position) -> Result<()> {
         // Nothing is held on the server: MariaDB purges binlog files by its own expiry
         // (`binlog_expire_logs_seconds`), whatever a reader has read.

@@ -711,6 +711,10 @@ impl Capture for Wal2JsonCapture {
         })
     }
 
+    fn reads_ahead(&self) -> bool {
+        true
+    }
+
     async fn release(&mut self, upto: &Position) -> Result<()> {
         let Position::PgLsn { lsn } = *upto else {
             return Err(Error::internal(format!("a PostgreSQL slot cannot release up to position {upto}")));
