@@ -141,7 +141,10 @@ pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
         }
         let (may_end, prepared) = match ahead.take() {
             Some((at, may_end, prepared)) if at == from => (may_end, prepared?),
-            _ => (drain_may_end(), prepare(ctx, &mut source, &tables, &capture_tables, &from).await?),
+            _ => {
+                let may_end = drain_may_end();
+                (may_end, prepare(ctx, &mut source, &tables, &capture_tables, &from, may_end).await?)
+            }
         };
         let Some(prepared) = prepared else {
             // stopped while waiting for the copy: nothing of this batch was written
@@ -158,7 +161,8 @@ pub async fn sync(ctx: &SyncContext, until: Until) -> Result<SyncReport> {
         let write_ms = if read_ahead {
             let next = batch.position.clone();
             let next_may_end = drain_may_end();
-            let (written, read) = tokio::join!(write, prepare(ctx, &mut source, &tables, &capture_tables, &next));
+            let read = prepare(ctx, &mut source, &tables, &capture_tables, &next, next_may_end);
+            let (written, read) = tokio::join!(write, read);
             ahead = Some((next, next_may_end, read));
             written?
         } else {
@@ -285,17 +289,20 @@ struct PreparedTable<'p> {
 /// Reads the batch after `from`, waits per table until the copy allows applying it
 /// (rule 3), re-reads the current source rows of its distinct keys through the
 /// mapping and filter (rule 2) and fits them to the target. `None`: a stop request
-/// came while waiting for the copy.
+/// came while waiting for the copy. A batch that `may_end` the sync does not wait
+/// for changes: coming back empty (caught up) is all it has to find out.
 async fn prepare<'p>(
     ctx: &SyncContext,
     source: &mut SourceConns,
     tables: &HashMap<&'p str, &'p TablePlan>,
     capture_tables: &[CaptureTable],
     from: &Position,
+    may_end: bool,
 ) -> Result<Option<Prepared<'p>>> {
     let read_started = Instant::now();
     let read_at_micros = now_micros();
-    let batch = read_batch(ctx, source, capture_tables, from).await?;
+    let wait = if may_end { Duration::ZERO } else { IDLE_WAIT };
+    let batch = read_batch(ctx, source, capture_tables, from, wait).await?;
     let read_ms = read_started.elapsed().as_millis() as u64;
     let fetch_started = Instant::now();
     // distinct keys per table, in first-seen order
@@ -330,10 +337,11 @@ async fn read_batch(
     source: &mut SourceConns,
     tables: &[CaptureTable],
     from: &Position,
+    wait: Duration,
 ) -> Result<CaptureBatch> {
     let mut backoff = ctx.retry.backoff();
     loop {
-        let attempt = async { source.capture(ctx, tables).await?.read(from, ctx.batch_events, IDLE_WAIT).await }.await;
+        let attempt = async { source.capture(ctx, tables).await?.read(from, ctx.batch_events, wait).await }.await;
         match attempt {
             Ok(batch) => {
                 if batch.position.compare(from).is_none_or(|o| o.is_lt()) {
