@@ -109,8 +109,8 @@ impl WalStream {
     /// for messages) and starts streaming `slot` from `from` (an LSN; the server
     /// starts at the slot's confirmed position when that is later) with the output
     /// plugin's `options`. Nothing is confirmed until [`WalStream::confirm`] (a stream
-    /// may start ahead of what is applied: the syncer reads ahead). At most `buffered` bytes of
-    /// messages wait for [`WalStream::next`].
+    /// may start ahead of what is applied: the syncer reads ahead). At most `buffered`
+    /// bytes of messages wait for [`WalStream::next`].
     pub(crate) async fn start(
         config: &Config,
         redacted: &str,
