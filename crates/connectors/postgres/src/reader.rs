@@ -3,7 +3,7 @@
 use std::pin::pin;
 
 use async_trait::async_trait;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use pontoon_core::{
     ColumnType, Digest, Engine, Error, ErrorKind, KeyRange, RawRows, Reader, Result, Row, ScanSpec, SelectExpr,
     TableSchema, Value,
@@ -21,6 +21,10 @@ use crate::sql::{column_list, key_in_sql, quote_ident, scan_conditions, select_e
 /// Keys per statement of [`Reader::fetch_keys`]: the `IN` list stays small enough to
 /// plan quickly and the statement well below any size limit.
 const FETCH_KEYS_BATCH: usize = 1000;
+/// Statements of one [`Reader::fetch_keys`] sent ahead of their answers (the
+/// connection pipelines them): the server answers one after another without
+/// waiting for pontoon in between.
+const FETCH_KEYS_PIPELINE: usize = 8;
 
 /// Reads a PostgreSQL source on its own connection (see [`Reader`] for the
 /// contract). Cells are decoded from the binary result format by wire type; a raw
@@ -281,8 +285,8 @@ impl Reader for PgReader {
     }
 
     /// `SELECT <select> FROM t WHERE <filter> AND <partition> AND key IN (...)`, one
-    /// statement per 1000 keys (`FETCH_KEYS_BATCH`), decoded exactly as [`PgReader::scan`]
-    /// decodes.
+    /// statement per 1000 keys (`FETCH_KEYS_BATCH`), up to `FETCH_KEYS_PIPELINE` of
+    /// them in flight, decoded exactly as [`PgReader::scan`] decodes.
     async fn fetch_keys(&mut self, scan: &ScanSpec, keys: &[Vec<Value>]) -> Result<Vec<Row>> {
         let table = scan.table.as_str();
         if scan.key.is_empty() {
@@ -299,12 +303,19 @@ impl Reader for PgReader {
         let items = select_list(scan);
         let names: Vec<&str> = scan.select.iter().map(|i| item_name(&i.expr)).collect();
         let base = scan_conditions(scan, &KeyRange::ALL);
-        let mut rows = Vec::new();
+        let mut statements = Vec::with_capacity(keys.len().div_ceil(FETCH_KEYS_BATCH));
         for batch in keys.chunks(FETCH_KEYS_BATCH) {
             let mut conditions = base.clone();
             conditions.push(key_in_sql(&scan.key, batch));
-            let sql = format!("SELECT {items} FROM {}{}", quote_ident(table), where_clause(&conditions));
-            rows.extend(self.fetch(&sql, "fetching rows by key", &names).await.map_err(|e| e.in_table(table))?);
+            statements.push(format!("SELECT {items} FROM {}{}", quote_ident(table), where_clause(&conditions)));
+        }
+        let (this, names) = (&*self, &names);
+        let mut answers = futures_util::stream::iter(statements)
+            .map(|sql| async move { this.fetch(&sql, "fetching rows by key", names).await })
+            .buffered(FETCH_KEYS_PIPELINE);
+        let mut rows = Vec::with_capacity(keys.len());
+        while let Some(part) = answers.try_next().await.map_err(|e| e.in_table(table))? {
+            rows.extend(part);
         }
         Ok(rows)
     }
