@@ -23,8 +23,9 @@
 //! through the staging table and `INSERT ... SELECT ... ON CONFLICT DO UPDATE` whose
 //! `WHERE` is the version guard). Changes are captured either by triggers writing a
 //! change-log table that is read as a queue ([`triggers`]) or by logical decoding
-//! through wal2json ([`wal2json`]), streamed over the replication protocol
-//! (`replication`).
+//! ([`logical`]) through pgoutput and a publication of the captured tables
+//! (`pgoutput`) or, where pontoon may not publish them, wal2json (`wal2json`),
+//! streamed over the replication protocol (`replication`).
 //!
 //! For `pontoon verify`, the reader computes a key range's row count and
 //! order-independent hash in the server (`Reader::checksum`, module `checksum`): one
@@ -40,13 +41,15 @@ pub mod copy_stream;
 pub mod decode;
 pub mod encode;
 pub mod errors;
+pub mod logical;
 pub mod numeric;
+mod pgoutput;
 mod reader;
 mod replication;
 mod session;
 pub mod sql;
 pub mod triggers;
-pub mod wal2json;
+mod wal2json;
 mod writer;
 
 use std::str::FromStr;
@@ -60,9 +63,9 @@ use pontoon_core::{
 };
 use tokio_postgres::Config;
 
+pub use logical::{LogicalCapture, Plugin};
 pub use reader::PgReader;
 pub use triggers::TriggerCapture;
-pub use wal2json::Wal2JsonCapture;
 pub use writer::PgWriter;
 
 /// Microseconds between 1970-01-01 and PostgreSQL's epoch 2000-01-01.
@@ -207,13 +210,13 @@ impl Connector for PgConnector {
         Ok(Box::new(PgWriter::new(session)))
     }
 
-    /// Trigger capture ([`TriggerCapture`]) or logical decoding through wal2json
-    /// ([`Wal2JsonCapture`]); neither does I/O before `Capture::start`/`preflight`.
+    /// Trigger capture ([`TriggerCapture`]) or logical decoding
+    /// ([`LogicalCapture`]); neither does I/O before `Capture::start`/`preflight`.
     fn capture(&self, spec: &CaptureSpec) -> Result<Box<dyn Capture>> {
         triggers::check_job(&spec.job)?;
         Ok(match spec.mode {
             CaptureMode::Triggers => Box::new(TriggerCapture::new(self.clone(), spec.job.clone())),
-            CaptureMode::Native => Box::new(Wal2JsonCapture::new(self.clone(), spec.job.clone())),
+            CaptureMode::Native => Box::new(LogicalCapture::new(self.clone(), spec.job.clone())),
         })
     }
 }
