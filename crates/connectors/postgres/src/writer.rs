@@ -38,6 +38,7 @@ use crate::{catalog, copy_stream};
 
 /// Batches that go straight to the staging path after a conflict.
 const STAGED_AFTER_CONFLICT: u32 = 8;
+/// Staging tables are named this and a number, one per target table and session.
 const STAGE: &str = "pontoon_stage";
 /// Raw `COPY` data is sent in pieces of this size.
 const RAW_PIECE: usize = 256 * 1024;
@@ -55,6 +56,9 @@ struct TableTarget {
     columns: Vec<TargetColumn>,
     /// Batches left to send through the staging table directly.
     staged_left: u32,
+    /// The staging table exists (created on first use; an error forgets the whole
+    /// `TableTarget`, so a failed transaction's leftovers are never reused).
+    stage_ready: bool,
 }
 
 /// Writes a PostgreSQL target on its own connection (see [`Writer`] for the
@@ -62,6 +66,8 @@ struct TableTarget {
 pub struct PgWriter {
     session: Session,
     targets: HashMap<String, TableTarget>,
+    /// The name of each target table's staging table in this session.
+    stages: HashMap<String, String>,
 }
 
 impl std::fmt::Debug for PgWriter {
@@ -129,7 +135,7 @@ async fn copy_payload(
     Ok(sink.finish().await?)
 }
 
-/// Copies the payload into a temporary staging table (dropped at commit) and merges
+/// Copies the payload into the staging table `stage` (emptied at every commit) and merges
 /// it into the table by primary key with `INSERT ... SELECT ... ON CONFLICT (key)
 /// DO UPDATE`, the version guard (`version_column`) as the update's `WHERE`; returns
 /// the number of rows staged and the number the merge wrote. A key twice in one
@@ -138,6 +144,7 @@ async fn copy_payload(
 /// in batch order).
 async fn merge_staged(
     tx: &mut Transaction<'_>,
+    stage: &str,
     schema: &TableSchema,
     target: &TableTarget,
     payload: Payload<'_>,
@@ -174,20 +181,18 @@ async fn merge_staged(
             None => err,
         }
     };
-    tx.batch_execute(&format!("CREATE TEMP TABLE {STAGE} ON COMMIT DROP AS SELECT {cols} FROM {table} WITH NO DATA"))
-        .await
-        .map_err(|e| pg_error(e, "creating the staging table"))?;
     let copied =
-        copy_payload(tx, STAGE, target, payload).await.map_err(|f| write_error(f, schema, target, payload, what))?;
+        copy_payload(tx, stage, target, payload).await.map_err(|f| write_error(f, schema, target, payload, what))?;
+    let stage = quote_ident(stage);
     let savepoint = tx.savepoint("pontoon_merge").await.map_err(|e| pg_error(e, what))?;
-    let merged = match savepoint.execute(merge(&format!("SELECT {cols} FROM {STAGE}")).as_str(), &[]).await {
+    let merged = match savepoint.execute(merge(&format!("SELECT {cols} FROM {stage}")).as_str(), &[]).await {
         Ok(n) => {
             savepoint.commit().await.map_err(|e| pg_error(e, what))?;
             n
         }
         Err(e) if e.code() == Some(&SqlState::CARDINALITY_VIOLATION) => {
             savepoint.rollback().await.map_err(|e| pg_error(e, what))?;
-            let deduplicated = format!("SELECT DISTINCT ON ({keys}) {cols} FROM {STAGE} ORDER BY {keys}, ctid DESC");
+            let deduplicated = format!("SELECT DISTINCT ON ({keys}) {cols} FROM {stage} ORDER BY {keys}, ctid DESC");
             tx.execute(merge(&deduplicated).as_str(), &[]).await.map_err(locate)?
         }
         Err(e) => return Err(locate(e)),
@@ -290,7 +295,7 @@ enum Direct {
 
 impl PgWriter {
     pub(crate) fn new(session: Session) -> PgWriter {
-        PgWriter { session, targets: HashMap::new() }
+        PgWriter { session, targets: HashMap::new(), stages: HashMap::new() }
     }
 
     /// Loads (once) the exact types of the columns `schema` writes.
@@ -300,8 +305,30 @@ impl PgWriter {
             return Ok(());
         }
         let columns = catalog::target_columns(&self.session.client, &schema.name, &names).await?;
-        self.targets.insert(schema.name.clone(), TableTarget { names, columns, staged_left: 0 });
+        self.targets.insert(schema.name.clone(), TableTarget { names, columns, staged_left: 0, stage_ready: false });
         Ok(())
+    }
+
+    /// The staging table of `schema` (see [`merge_staged`]), created afresh on first
+    /// use after [`PgWriter::target`]: a temporary table of the written columns whose
+    /// rows go at every commit, kept for the session, so a stream of small batches
+    /// does not create and drop a table (catalog rows) each time.
+    async fn stage(&mut self, schema: &TableSchema) -> Result<String> {
+        let n = self.stages.len();
+        let stage = self.stages.entry(schema.name.clone()).or_insert_with(|| format!("{STAGE}_{n}")).clone();
+        let target = self.targets.get_mut(&schema.name).ok_or_else(|| Error::internal("no target before staging"))?;
+        if !target.stage_ready {
+            let sql = format!(
+                "DROP TABLE IF EXISTS pg_temp.{s}; CREATE TEMP TABLE {s} ON COMMIT DELETE ROWS AS SELECT {} FROM {} \
+                 WITH NO DATA",
+                column_list(&target.names),
+                quote_ident(&schema.name),
+                s = quote_ident(&stage)
+            );
+            self.session.client.batch_execute(&sql).await.map_err(|e| pg_error(e, "creating the staging table"))?;
+            target.stage_ready = true;
+        }
+        Ok(stage)
     }
 
     /// COPY straight into the table; a unique violation rolls back and reports
@@ -335,9 +362,10 @@ impl PgWriter {
         if schema.primary_key.is_empty() {
             return Err(Error::schema("the rows exist already and the table has no primary key to update them by"));
         }
+        let stage = self.stage(schema).await?;
         let target = &self.targets[&schema.name];
         let mut tx = self.session.client.transaction().await.map_err(|e| pg_error(e, what))?;
-        let (copied, _) = merge_staged(&mut tx, schema, target, payload, None).await?;
+        let (copied, _) = merge_staged(&mut tx, &stage, schema, target, payload, None).await?;
         tx.commit().await.map_err(|e| pg_error(e, what))?;
         Ok(copied)
     }
@@ -414,6 +442,7 @@ impl PgWriter {
             )));
         }
         self.target(schema).await?;
+        let stage = if rows.is_empty() { String::new() } else { self.stage(schema).await? };
         let target = &self.targets[&schema.name];
         let table = quote_ident(&schema.name);
         let keys = column_list(&schema.primary_key);
@@ -443,7 +472,7 @@ impl PgWriter {
             written += tx.execute_typed(&sql, &typed).await.map_err(|e| pg_error(e, "deleting rows"))?;
         }
         if !rows.is_empty() {
-            written += merge_staged(&mut tx, schema, target, Payload::Rows(rows), version_column).await?.1;
+            written += merge_staged(&mut tx, &stage, schema, target, Payload::Rows(rows), version_column).await?.1;
         }
         tx.commit().await.map_err(|e| pg_error(e, what))?;
         Ok(written)

@@ -275,3 +275,30 @@ async fn apply_deletes_keys_of_every_kind() {
     assert_eq!(w.apply(&schema, &[], &[key], None).await.unwrap(), 1);
     assert_eq!(db.sql("SELECT t AT TIME ZONE 'UTC' FROM blobs"), "2024-01-01 00:00:00");
 }
+
+/// The staging table of `apply` is made once per writer session and holds only the
+/// batch in hand: later batches reuse it (no catalog churn at steady state), and a
+/// batch with a key twice still keeps its last row.
+#[tokio::test]
+async fn the_staging_table_lives_for_the_session_and_holds_one_batch() {
+    let db = pg_db();
+    db.sql("CREATE TABLE items (id bigint PRIMARY KEY, name text, version bigint)");
+    let schema = versioned_schema();
+    let stages = || {
+        db.sql("SELECT string_agg(oid::text, ',') FROM pg_class WHERE relname LIKE 'pontoon_stage%' AND relpersistence = 't'")
+    };
+    let mut w = writer(&db).await;
+    assert_eq!(w.apply(&schema, &[item(1, "a", Some(1)), item(2, "b", Some(1))], &[], None).await.unwrap(), 2);
+    let first = stages();
+    assert!(!first.is_empty(), "a staging table exists");
+    // changed behind the writer's back: a staging table still holding the last batch
+    // would write it back
+    db.sql("UPDATE items SET name = 'z' WHERE id = 1");
+    assert_eq!(w.apply(&schema, &[item(3, "c", Some(1))], &[], None).await.unwrap(), 1);
+    assert_eq!(stages(), first, "the same staging table is used again");
+    assert_eq!(db.sql("SELECT id, name FROM items ORDER BY id"), "1|z\n2|b\n3|c");
+    let twice = [item(1, "x", Some(2)), item(1, "y", Some(3))];
+    w.apply(&schema, &twice, &[], None).await.unwrap();
+    assert_eq!(db.sql("SELECT id, name, version FROM items ORDER BY id"), "1|y|3\n2|b|1\n3|c|1");
+    assert_eq!(stages(), first);
+}
