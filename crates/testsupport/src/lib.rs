@@ -22,7 +22,8 @@
 //! Tests never share a database: [`pg_db`] and [`mysql_db`] create a fresh, uniquely named
 //! one (`t_<pid>_<counter>_<random>`) and return a [`TestDb`] with its URL and a
 //! [`TestDb::sql`] helper that runs SQL through `psql` / `mariadb`. The database is dropped
-//! in the background when the handle is dropped, and kept when the test panicked.
+//! in the background when the handle is dropped, and kept when the test panicked (its
+//! PostgreSQL replication slots are dropped all the same: they would hold the WAL).
 //!
 //! # Private servers for fault tests
 //!

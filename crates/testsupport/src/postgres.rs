@@ -287,7 +287,7 @@ pub fn pg_server() -> &'static ServerInfo {
 }
 
 /// A fresh database on the shared PostgreSQL server, owned by [`USER`]. Dropped (in the
-/// background) when the handle is, unless the test panicked.
+/// background) when the handle is, unless the test panicked (then only its replication slots go).
 pub fn pg_db() -> TestDb {
     pg_server().create_db()
 }

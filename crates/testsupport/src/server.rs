@@ -87,7 +87,8 @@ impl ServerInfo {
 
     /// Create a fresh, uniquely named database (`t_<pid>_<counter>_<random>`; MariaDB's in
     /// utf8mb4 / utf8mb4_bin). It is dropped when the handle is, unless the test is panicking
-    /// (kept for a post-mortem) or `PONTOON_TEST_KEEP_DBS` is set.
+    /// (kept for a post-mortem, without its replication slots) or `PONTOON_TEST_KEEP_DBS`
+    /// is set.
     pub fn create_db(&self) -> TestDb {
         self.create_db_inner(true)
     }
@@ -177,8 +178,10 @@ impl ServerInfo {
     }
 
     /// Drop a database in the background (the test does not wait for it): terminate its
-    /// sessions, drop its inactive replication slots, drop it.
-    fn drop_db_in_background(&self, name: &str) {
+    /// sessions, drop its inactive replication slots, drop it. With `keep_db` (a failed
+    /// test's database, kept for inspection) only the slots go on PostgreSQL: a slot
+    /// left behind holds the shared server's WAL forever.
+    fn drop_db_in_background(&self, name: &str, keep_db: bool) {
         let mut cmd = self.client_command(Login::Admin, None);
         match self.engine {
             Engine::Postgres => {
@@ -189,15 +192,20 @@ impl ServerInfo {
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
                          WHERE datname = {lit} AND pid <> pg_backend_pid()"
                     ),
+                    // a terminated holder releases its slot a moment later
+                    "-c",
+                    "SELECT pg_sleep(0.2)",
                     "-c",
                     &format!(
                         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
                          WHERE database = {lit} AND NOT active"
                     ),
-                    "-c",
-                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
                 ]);
+                if !keep_db {
+                    cmd.args(["-c", &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")]);
+                }
             }
+            Engine::MariaDb if keep_db => return,
             Engine::MariaDb => {
                 cmd.args(["-e", &format!("DROP DATABASE IF EXISTS `{name}`")]);
             }
@@ -265,8 +273,8 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if self.drop_on_drop && !std::thread::panicking() {
-            self.server.drop_db_in_background(&self.name);
+        if self.drop_on_drop {
+            self.server.drop_db_in_background(&self.name, std::thread::panicking());
         }
     }
 }

@@ -146,3 +146,29 @@ fn temp_dir_is_removed_on_drop() {
     drop(dir);
     assert!(!path.exists());
 }
+
+#[test]
+fn a_failed_tests_database_is_kept_but_its_slots_are_dropped() {
+    let db = pg_db();
+    let name = db.name.clone();
+    let slot = format!("s_{name}");
+    db.sql(&format!("SELECT 1 FROM pg_create_logical_replication_slot('{slot}', 'wal2json')"));
+    let admin = pg_db();
+    // the handle dropped while its thread panics, as when a test fails
+    let failed = std::thread::spawn(move || {
+        let _db = db;
+        panic!("a failing test");
+    });
+    assert!(failed.join().is_err());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while admin.sql(&format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'")) != "0" {
+        assert!(std::time::Instant::now() < deadline, "the failed test's slot is still there");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        admin.sql(&format!("SELECT count(*) FROM pg_database WHERE datname = '{name}'")),
+        "1",
+        "the failed test's database is kept"
+    );
+    admin.sql(&format!("DROP DATABASE {name} WITH (FORCE)"));
+}
