@@ -140,10 +140,11 @@ impl std::fmt::Debug for LogicalCapture {
 /// bytes per change whatever the width of the row (wal2json prints every column as
 /// JSON: on the drain benchmark about 370 bytes per change of a narrow table against
 /// 20, and a third less CPU on the server). Creating a publication needs the tables'
-/// ownership (or superuser) and `CREATE` on the database, and each table needs a
-/// replica identity (else the source's own UPDATEs and DELETEs would fail once the
-/// table is published); partitioned tables are left to wal2json. Where any of that
-/// is missing, a new slot uses wal2json.
+/// ownership (or superuser) and `CREATE` on the database, and each table (each
+/// partition of a partitioned one) needs a replica identity (else the source's own
+/// UPDATEs and DELETEs would fail once the table is published). Where any of that is
+/// missing, a new slot uses wal2json. A partitioned table is published through its
+/// root (`publish_via_partition_root`): its changes arrive under the root's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plugin {
     PgOutput,
@@ -1079,43 +1080,47 @@ async fn publication_tables(
     }
     let mut list = Vec::with_capacity(tables.len());
     for t in tables {
-        let row = client
-            .query_opt(
+        // the table and, when it is partitioned, its partitions: each needs a replica
+        // identity, and the column list must hold every identity's columns
+        let oids: Vec<i64> = relations_of(client, schema, &t.table).await?.iter().map(|(oid, _)| *oid).collect();
+        let rows = client
+            .query(
                 &format!(
-                    "SELECT c.relkind::text, c.relreplident::text, pg_catalog.pg_has_role(c.relowner, 'USAGE'), \
+                    "SELECT c.relname::text, c.relreplident::text, pg_catalog.pg_has_role(c.relowner, 'USAGE'), \
                         {IDENTITY_COLUMNS} \
-                     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE n.nspname = $1 AND c.relname = $2"
+                     FROM pg_catalog.pg_class c WHERE c.oid::int8 = ANY($1)"
                 ),
-                &[&schema, &t.table],
+                &[&oids],
             )
             .await
             .map_err(|e| pg_error(e, "reading the replica identity").in_table(&t.table))?;
-        let Some(row) = row else {
+        if !rows.iter().any(|r| r.get::<_, String>(0) == t.table) {
             return Ok(Err(format!("table {} does not exist", t.table)));
-        };
-        let (kind, identity, owned, mut columns): (String, String, bool, Vec<String>) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
-        let name = format!("{}.{}", quote_ident(schema), quote_ident(&t.table));
-        if kind != "r" {
-            return Ok(Err(format!("table {} is partitioned", t.table)));
         }
-        if !superuser && !owned {
-            return Ok(Err(format!("the role does not own table {}", t.table)));
-        }
-        if identity == "f" {
-            list.push(name);
-            continue;
-        }
-        if columns.is_empty() {
-            return Ok(Err(format!("table {} has no replica identity", t.table)));
-        }
-        for k in &t.key {
-            if !columns.contains(k) {
-                columns.push(k.clone());
+        let mut columns: Vec<String> = t.key.clone();
+        let mut full = false;
+        for row in &rows {
+            let (rel, identity, owned, identity_columns): (String, String, bool, Vec<String>) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            if rel == t.table && !superuser && !owned {
+                return Ok(Err(format!("the role does not own table {}", t.table)));
+            }
+            full |= identity == "f";
+            if identity != "f" && identity_columns.is_empty() {
+                return Ok(Err(format!("table {rel} has no replica identity")));
+            }
+            for c in identity_columns {
+                if !columns.contains(&c) {
+                    columns.push(c);
+                }
             }
         }
-        list.push(format!("{name} ({})", columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")));
+        let name = format!("{}.{}", quote_ident(schema), quote_ident(&t.table));
+        list.push(if full {
+            name
+        } else {
+            format!("{name} ({})", columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", "))
+        });
     }
     Ok(Ok(list))
 }
@@ -1127,7 +1132,7 @@ async fn create_publication(client: &Client, name: &str, tables: &[String]) -> R
     client
         .batch_execute(&format!(
             "DROP PUBLICATION IF EXISTS {name}; CREATE PUBLICATION {name} FOR TABLE {} \
-             WITH (publish = 'insert, update, delete, truncate')",
+             WITH (publish = 'insert, update, delete, truncate', publish_via_partition_root = true)",
             tables.join(", ")
         ))
         .await

@@ -411,6 +411,7 @@ async fn partitions_report_their_root_table() {
     let mut cap = capture(&db);
     cap.preflight(&t, 1).await.expect("preflight");
     let p0 = cap.start(&t).await.unwrap();
+    assert_eq!(cap.plugin(), Some(PLUGIN));
     db.sql(
         "INSERT INTO m VALUES (1, 'eu'), (2, 'us'); UPDATE m SET region = 'us' WHERE id = 1; \
          CREATE TABLE m_asia PARTITION OF m FOR VALUES IN ('asia');",
@@ -466,6 +467,27 @@ async fn changes_elsewhere_are_not_reported() {
 fn lsn_of(text: &str) -> u64 {
     let (hi, lo) = text.split_once('/').expect("an LSN");
     (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+#[tokio::test]
+async fn a_partition_without_replica_identity_keeps_its_table_unpublished() {
+    let db = pg_db();
+    let _slot = SlotGuard(&db);
+    db.sql(
+        "CREATE TABLE m (id int, region text, v text, PRIMARY KEY (id, region)) PARTITION BY LIST (region); \
+         CREATE TABLE m_eu PARTITION OF m FOR VALUES IN ('eu'); \
+         CREATE TABLE m_us PARTITION OF m FOR VALUES IN ('us'); \
+         ALTER TABLE m_us REPLICA IDENTITY NOTHING; INSERT INTO m VALUES (1, 'us', 'a');",
+    );
+    let t = tables(&db, &["m"]).await;
+    let mut cap = capture(&db);
+    let p0 = cap.start(&t).await.expect("start");
+    assert_eq!(cap.plugin(), Some(Plugin::Wal2Json));
+    assert_eq!(db.sql("SELECT count(*) FROM pg_publication_tables WHERE tablename LIKE 'm%'"), "0");
+    db.sql("UPDATE m SET v = 'b' WHERE id = 1; INSERT INTO m VALUES (2, 'eu', 'c');");
+    let got = read_until(&mut cap, &p0, 1000, at_least(1)).await;
+    assert_eq!(got.events.last(), Some(&ev("m", vec![Value::Int(2), text("eu")], ChangeOp::Insert)));
+    cap.cleanup().await.unwrap();
 }
 
 #[tokio::test]
