@@ -481,13 +481,14 @@ impl Capture for LogicalCapture {
             ));
         }
 
-        // which plugin start would take for a new slot (pgoutput is built in)
-        let new_plugin = match (prefer, &slot_plugin) {
+        // which plugin start would take for a new slot (pgoutput is built in), and why
+        // not pgoutput
+        let (new_plugin, not_pgoutput) = match (prefer, &slot_plugin) {
             (Plugin::PgOutput, None) => match publication_tables(client, &schema, tables).await? {
-                Ok(_) => Plugin::PgOutput,
-                Err(_) => Plugin::Wal2Json,
+                Ok(_) => (Plugin::PgOutput, None),
+                Err(why) => (Plugin::Wal2Json, Some(why)),
             },
-            _ => Plugin::Wal2Json,
+            _ => (Plugin::Wal2Json, None),
         };
         // does wal2json load? a temporary slot says so, or a peek at the job's own slot
         if logical && may_replicate {
@@ -503,7 +504,12 @@ impl Capture for LogicalCapture {
                 if new_plugin == Plugin::Wal2Json
                     && let Some(p) = check_plugin_with_temporary_slot(client, &check_slot_name(&job)).await?
                 {
-                    problems.push(p);
+                    problems.push(match &not_pgoutput {
+                        Some(why) => {
+                            format!("{p}; or let pontoon decode with the built-in pgoutput, which it cannot now: {why}")
+                        }
+                        None => p,
+                    });
                 }
             } else if slot_ok == Some(true) {
                 let pgoutput = slot_plugin.as_deref() == Some("pgoutput");

@@ -673,6 +673,10 @@ async fn preflight_reports_every_refusal_at_once() {
     let lines: Vec<&str> = message.lines().filter(|l| l.starts_with("- ")).collect();
     assert_eq!(lines.len(), 4, "{message}");
     assert!(lines.iter().any(|l| l.contains("wal2json") && l.contains("output_plugin_libraries")), "{message}");
+    if PLUGIN == Plugin::PgOutput {
+        // and says why the built-in plugin is no way out
+        assert!(message.contains("pgoutput, which it cannot now: table nopk has no replica identity"), "{message}");
+    }
     assert!(lines.iter().any(|l| l.contains("table nopk") && l.contains("REPLICA IDENTITY FULL")), "{message}");
     assert!(lines.iter().any(|l| l.contains("table wrongkey") && l.contains("code")), "{message}");
     assert!(lines.iter().any(|l| l.contains("table ghost does not exist")), "{message}");
