@@ -49,6 +49,13 @@ fn cols<'a>(columns: &'a Option<Vec<Column<'a>>>) -> Vec<Col<'a>> {
     columns.iter().flatten().map(|c| Col { name: c.name.as_ref(), cell: Cell::Json(c.value) }).collect()
 }
 
+/// The action of a row, read from its start (wal2json writes `action` first).
+pub(crate) fn action_of(text: &str) -> Option<u8> {
+    let rest = text.strip_prefix("{\"action\":\"")?;
+    let b = *rest.as_bytes().first()?;
+    (rest.as_bytes().get(1) == Some(&b'"')).then_some(b)
+}
+
 fn parse_change(text: &str) -> Result<Change<'_>> {
     // serde_json's message can quote input; keep only where it failed
     serde_json::from_str(text).map_err(|e| {
